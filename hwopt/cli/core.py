@@ -1,0 +1,117 @@
+"""Foundation commands: devices, inspect, bench."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from hwopt import api
+from hwopt.cli.common import DEVICES_DIR_OPTION, JSON_OPTION, SHAPE_OPTION, command, console, emit_json, split_list
+from hwopt.graph.shapes import parse_shape_options
+
+
+def _human(n: float, unit: str = "") -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{suffix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
+@command("devices")
+def devices_cmd(devices_dir: Path = DEVICES_DIR_OPTION, json_out: bool = JSON_OPTION) -> None:
+    """List the target device profiles (bundled ones plus --devices-dir / $HWOPT_DEVICES_DIR)."""
+    devs = api.list_devices(devices_dir)
+    if json_out:
+        emit_json([d.model_dump() for d in devs.values()])
+        return
+    table = Table(title="hwopt targets")
+    for col in ("name", "cpu / gpu", "runtimes (preferred first)", "fast precisions", "sparse", "here"):
+        table.add_column(col)
+    for d in devs.values():
+        rts = [d.preferred_runtime] + [r for r in d.runtimes if r != d.preferred_runtime]
+        table.add_row(
+            d.name,
+            d.gpu or f"{d.cpu.cores}x {d.cpu.name} {d.cpu.clock_ghz} GHz",
+            ", ".join(rts),
+            ", ".join(d.fast_precisions),
+            ", ".join(d.sparse_kernels) or "-",
+            "yes" if d.present_here else "predicted",
+        )
+    console.print(table)
+
+
+@command("inspect")
+def inspect_cmd(
+    model: Path = typer.Argument(..., help="ONNX model to describe."),
+    shape: list[str] = SHAPE_OPTION,
+    nodes: bool = typer.Option(False, "--nodes", help="Also list every node with its MACs and output shape."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Census of a model: opset, op histogram, params, MACs, bytes, and prunable channel groups."""
+    c = api.inspect(model, shapes=parse_shape_options(shape))
+    if json_out:
+        emit_json(c.to_dict(with_nodes=nodes))
+        return
+    console.print(f"[bold]{model}[/]  opset {c.opset}  producer {c.producer or '?'}")
+    console.print(f"inputs {c.inputs}  outputs {c.outputs}")
+    console.print(
+        f"params {_human(c.params)}  MACs {_human(c.macs)}  weights {_human(c.weight_bytes, 'B')}  "
+        f"activations {_human(c.activation_bytes, 'B')}"
+    )
+    ops = Table(title="ops")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, n in c.ops.items():
+        ops.add_row(op, str(n))
+    console.print(ops)
+    if nodes:
+        t = Table(title="nodes")
+        for col in ("node", "op", "MACs", "output"):
+            t.add_column(col)
+        for n in c.nodes:
+            t.add_row(n.name, n.op, _human(n.macs), str(n.outputs[0] if n.outputs else ""))
+        console.print(t)
+    if c.groups:
+        g = Table(title=f"channel groups ({sum(1 for x in c.groups if x['prunable'])} prunable of {len(c.groups)})")
+        for col in ("id", "channels", "members", "prunable", "why not"):
+            g.add_column(col)
+        for grp in c.groups:
+            members = ", ".join(grp["members"][:4]) + (f" +{len(grp['members']) - 4}" if len(grp["members"]) > 4 else "")
+            g.add_row(str(grp["id"]), str(grp["size"]), members, "yes" if grp["prunable"] else "no", grp.get("reason") or "")
+        console.print(g)
+
+
+@command("bench")
+def bench_cmd(
+    model: Path = typer.Argument(..., help="Model file (.onnx; .xml for OpenVINO; .tflite for LiteRT)."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", "-r", help="Runtime(s), comma-separated: onnxruntime,openvino,litert,tensorrt."),
+    threads: int = typer.Option(1, "--threads", help="Intra-op threads (1 gives the steadiest numbers on shared machines)."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed runs first."),
+    runs: int = typer.Option(50, "--runs", help="Timed runs."),
+    precision: str = typer.Option("fp32", "--precision", help="Inference precision to request (OpenVINO: fp32, bf16, fp16)."),
+    shape: list[str] = SHAPE_OPTION,
+    data: Path = typer.Option(None, "--data", help="Take the input from this .npz (first sample) instead of random."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Measure latency on runtimes present here; several runtimes are printed side by side."""
+    runtimes = split_list(runtime)
+    shapes = parse_shape_options(shape)
+    results = [
+        api.bench(model, rt, threads=threads, warmup=warmup, runs=runs, precision=precision, shapes=shapes, data=data)
+        for rt in runtimes
+    ]
+    if json_out:
+        emit_json(results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results])
+        return
+    table = Table(title=f"{model.name} on {results[0].device}, {threads} thread(s), {runs} runs")
+    for col in ("runtime", "version", "precision", "p50 ms", "p90 ms", "p99 ms", "mean ms", "vs first"):
+        table.add_column(col, justify="right" if "ms" in col or col == "vs first" else "left")
+    base = results[0].p50_ms
+    for r in results:
+        table.add_row(
+            r.runtime, r.version, r.precision, f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",
+            f"{r.mean_ms:.3f}", f"{base / r.p50_ms:.2f}x",
+        )
+    console.print(table)

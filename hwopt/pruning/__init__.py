@@ -1,0 +1,1 @@
+"""Structured pruning of ONNX graphs (SPA): channel groups, importance, OBSPA, apply."""

@@ -1,0 +1,110 @@
+"""One interface over every inference runtime: open a session, run it, time it.
+
+Adapters differ only in how they build a session; running and benchmarking are shared. Each
+adapter says whether it is available here, so callers can skip a runtime with a clear reason
+instead of crashing on an import.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ModelLike = str | Path | onnx.ModelProto
+
+
+class Session(ABC):
+    """A loaded model ready to run on one runtime with fixed settings."""
+
+    runtime: str
+    precision: str  # the precision that actually runs (e.g. what OpenVINO reports), not only what was asked
+    threads: int
+    input_names: list[str]
+    output_names: list[str]
+
+    @abstractmethod
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run once; outputs in `output_names` order."""
+
+
+class Runtime(ABC):
+    name: str
+    #: file suffixes this runtime loads directly
+    suffixes: tuple[str, ...] = (".onnx",)
+
+    @abstractmethod
+    def available(self) -> bool: ...
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+    @abstractmethod
+    def session(self, model: ModelLike, *, threads: int = 1, precision: str = "fp32") -> Session:
+        """Build a session; raise HwoptError/NotAvailableError for input it cannot take."""
+
+
+@dataclass
+class BenchResult:
+    runtime: str
+    device: str
+    threads: int
+    runs: int
+    warmup: int
+    precision: str
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    version: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def host_device() -> str:
+    """A short description of the machine the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({platform.machine()})"
+
+
+def time_session(session: Session, feeds: dict[str, np.ndarray], *, warmup: int = 5, runs: int = 50) -> np.ndarray:
+    """Wall-clock milliseconds of `runs` timed calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        session.run(feeds)
+    times = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        session.run(feeds)
+        times[i] = (time.perf_counter() - t0) * 1e3
+    return times
+
+
+def summarize(times: np.ndarray, session: Session, *, warmup: int, version: str) -> BenchResult:
+    return BenchResult(
+        runtime=session.runtime,
+        device=host_device(),
+        threads=session.threads,
+        runs=len(times),
+        warmup=warmup,
+        precision=session.precision,
+        p50_ms=float(np.percentile(times, 50)),
+        p90_ms=float(np.percentile(times, 90)),
+        p99_ms=float(np.percentile(times, 99)),
+        mean_ms=float(times.mean()),
+        min_ms=float(times.min()),
+        version=version,
+    )
