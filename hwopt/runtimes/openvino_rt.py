@@ -40,11 +40,10 @@ class OvSession(Session):
         except Exception as exc:  # OpenVINO raises RuntimeError with multi-line C++ context
             raise HwoptError(f"OpenVINO cannot load the model: {str(exc).strip().splitlines()[0]}") from exc
         self._request = self._compiled.create_infer_request()
-        ran = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        ran = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # e.g. "f32", "bf16"
         self.runtime = "openvino"
-        self.precision = "int8" if precision == "int8" else {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(
-            ran.split(".")[-1].lower(), ran
-        )
+        # an int8 request runs FakeQuantize layers in int8; the float parts run at the reported hint
+        self.precision = "int8" if precision == "int8" else {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(ran, ran)
         self.threads = threads
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]
         self.output_names = [p.get_any_name() for p in self._compiled.outputs]
