@@ -1,0 +1,110 @@
+"""What every exporter returns, and the check that makes an export trustworthy.
+
+An exported file is only useful if its runtime computes what the ONNX model computes. Every
+exporter therefore runs its artifact on the target runtime (when that runtime is here) and
+compares the outputs with onnxruntime running the source ONNX model on the same inputs. The
+numbers (max abs diff, relative diff, cosine) go into the result so a report can show them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from hwopt.data import cosine
+from hwopt.errors import HwoptError
+
+PathLike = str | os.PathLike
+
+#: relative tolerance (max abs diff / max |reference|) per precision of the artifact
+FLOAT_TOLERANCE = {"fp32": 1e-3, "fp16": 3e-2, "bf16": 6e-2}
+#: a quantized artifact compared with a float reference is judged by output direction instead
+INT8_MIN_COSINE = 0.97
+
+
+@dataclass
+class Verification:
+    """How closely the artifact's outputs matched the reference ONNX model's."""
+
+    ran: bool
+    passed: bool | None
+    max_abs_diff: float | None = None
+    rel_diff: float | None = None
+    cosine: float | None = None
+    samples: int = 0
+    reference: str = ""
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ExportResult:
+    """The deployable file(s) for one runtime, and proof that they run correctly."""
+
+    runtime: str
+    precision: str
+    artifact: Path
+    files: list[Path]
+    verification: Verification
+    notes: list[str] = field(default_factory=list)
+    #: rule checks that need no runtime (e.g. TensorRT QDQ rules), one dict per finding
+    checks: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "artifact": str(self.artifact),
+            "files": [str(f) for f in self.files],
+            "verification": self.verification.to_dict(),
+            "notes": list(self.notes),
+            "checks": list(self.checks),
+        }
+
+
+def compare_outputs(reference: list[np.ndarray], test: list[np.ndarray], precision: str, *, vs_float: bool) -> Verification:
+    """Judge `test` against `reference` for an artifact of `precision`.
+
+    Float artifacts must match within FLOAT_TOLERANCE of the output range. An int8 artifact
+    compared with a float model (`vs_float`) cannot match elementwise, so it must keep the output
+    direction (cosine); compared with its own QDQ model it must match like a bf16 one does.
+    """
+    if len(reference) != len(test):
+        return Verification(True, False, reason=f"artifact has {len(test)} outputs, ONNX model has {len(reference)}")
+    worst_abs, worst_rel, worst_cos = 0.0, 0.0, 1.0
+    for r, t in zip(reference, test):
+        t = np.asarray(t, dtype=np.float64)
+        r = np.asarray(r, dtype=np.float64)
+        if r.size != t.size:
+            return Verification(True, False, reason=f"output sizes differ: {r.shape} vs {t.shape}")
+        t = t.reshape(r.shape)
+        diff = float(np.max(np.abs(r - t))) if r.size else 0.0
+        worst_abs = max(worst_abs, diff)
+        worst_rel = max(worst_rel, diff / max(float(np.max(np.abs(r))) if r.size else 0.0, 1e-12))
+        worst_cos = min(worst_cos, cosine(r, t))
+    if precision == "int8" and vs_float:
+        passed = worst_cos >= INT8_MIN_COSINE
+    else:
+        passed = worst_rel <= FLOAT_TOLERANCE.get(precision, FLOAT_TOLERANCE["bf16"])
+    return Verification(True, passed, worst_abs, worst_rel, worst_cos)
+
+
+def is_quantized(model: onnx.ModelProto) -> bool:
+    """True when the graph carries QDQ (or QOperator) int8 quantization already."""
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul") for n in model.graph.node)
+
+
+def resolve_output(out: PathLike, suffix: str, stem: str = "model") -> Path:
+    """`out` itself when it already ends in `suffix`, else `out/<stem><suffix>` (a folder)."""
+    p = Path(out)
+    if p.suffix.lower() == suffix:
+        return p
+    if p.suffix and not p.is_dir():
+        raise HwoptError(f"output {p} must end in {suffix} or be a folder")
+    return p / f"{stem}{suffix}"

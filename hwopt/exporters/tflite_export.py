@@ -1,0 +1,146 @@
+"""TFLite / LiteRT for ARM boards: fp32, fp16 and full-integer int8 `.tflite` files.
+
+The conversion (onnx2tf + TensorFlow) runs in its own venv through `exporters/tflite/convert.py`;
+this side prepares what that converter needs and checks what it returns:
+
+* dynamic dims are fixed first (TFLite wants static shapes; batch 1),
+* node and tensor names get characters TensorFlow rejects in scope names replaced,
+* calibration samples are handed over in NHWC layout (onnx2tf transposes 4-D image inputs),
+* every `.tflite` is run in LiteRT (XNNPACK) here and compared with the ONNX model, with the
+  NCHW <-> NHWC transposes undone on inputs and outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from hwopt.data import Dataset
+from hwopt.errors import HwoptError
+from hwopt.exporters.base import ExportResult, Verification
+from hwopt.exporters.sessions import OnnxLayoutSession, to_nhwc
+from hwopt.exporters.toolenv import tool_dir, tool_python
+from hwopt.exporters.verify import Feeds, verify_session
+from hwopt.graph.load import atomic_write_bytes, save_model
+from hwopt.graph.shapes import Shapes, fix_input_shapes, input_specs
+from hwopt.runtimes import get_runtime
+
+PRECISIONS = ("fp32", "fp16", "int8")
+#: calibration samples handed to the TFLite int8 converter
+CALIB_SAMPLES = 100
+CONVERT_TIMEOUT_S = 900
+_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.\-/]")
+
+
+def sanitize_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Copy with node and tensor names TensorFlow accepts as scope names (`@`, `:`, spaces... -> `_`)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    names = {n for node in g.node for n in list(node.input) + list(node.output) if n}
+    names |= {v.name for v in list(g.input) + list(g.output)}
+    taken = set(names)
+    mapping: dict[str, str] = {}
+    for name in sorted(names):
+        clean = _BAD_CHARS.sub("_", name)
+        if not re.match(r"[A-Za-z0-9.]", clean):
+            clean = "t" + clean
+        if clean != name:
+            while clean in taken:
+                clean += "_"
+            taken.add(clean)
+            mapping[name] = clean
+    rename = lambda n: mapping.get(n, n)  # noqa: E731
+    for i, node in enumerate(g.node):
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+        clean = _BAD_CHARS.sub("_", node.name) if node.name else f"node_{i}"
+        node.name = clean if re.match(r"[A-Za-z0-9.]", clean) else f"n{clean}"
+    for coll in (g.input, g.output, g.value_info, g.initializer):
+        for v in coll:
+            v.name = rename(v.name)
+    return out
+
+
+def export_litert(
+    model: onnx.ModelProto,
+    out: Path,
+    *,
+    precision: str,
+    shapes: Shapes,
+    data: Dataset | None,
+    reference: list,
+    feeds: list[Feeds],
+    log=None,
+) -> ExportResult:
+    """Convert to `.tflite` at `out` (plus the other precisions beside it) and verify in LiteRT.
+
+    int8 is full-integer post-training quantization calibrated on `data`, so it needs data.
+    """
+    if precision not in PRECISIONS:
+        raise HwoptError(f"LiteRT export precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and data is None:
+        raise HwoptError("full-integer int8 TFLite needs calibration data: pass --calib DATA")
+    wanted = list(PRECISIONS) if data is not None else ["fp32", "fp16"]
+    python = tool_python("tflite", log=log)
+    prepared = sanitize_names(fix_input_shapes(model, shapes))
+    in_names = [s.name for s in input_specs(prepared)]
+    if data is not None:
+        calib = {new: to_nhwc(data.inputs[old][:CALIB_SAMPLES].astype(np.float32)) for old, new in zip(shapes, in_names)}
+    else:
+        calib = {new: to_nhwc(feeds[0][old].astype(np.float32)) for old, new in zip(shapes, in_names)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tflite.") as tmp_name:
+        tmp = Path(tmp_name).resolve()  # the worker runs with cwd=tmp, so every path must be absolute
+        src = tmp / "model.onnx"
+        save_model(prepared, src)
+        np.savez(tmp / "calib.npz", **calib)
+        cmd = [str(python), str(tool_dir("tflite") / "convert.py"), "--onnx", str(src), "--out", str(tmp / "tf"),
+               "--calib", str(tmp / "calib.npz"), "--precisions", ",".join(wanted)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S, cwd=tmp)
+        except subprocess.TimeoutExpired:
+            raise HwoptError(f"TFLite conversion timed out after {CONVERT_TIMEOUT_S} s") from None
+        reply = _last_json(proc.stdout)
+        if proc.returncode != 0 or "files" not in reply:
+            why = reply.get("error") or _last_error_line(proc.stderr)
+            raise HwoptError(f"TFLite conversion (onnx2tf) failed: {why}")
+        written: dict[str, Path] = {}
+        for p in wanted:
+            target = out if p == precision else out.with_name(f"{out.stem}_{p}.tflite")
+            atomic_write_bytes(Path(reply["files"][p]).read_bytes(), target)
+            written[p] = target
+    rt = get_runtime("litert")
+    checks: dict[str, Verification] = {}
+    for p, path in written.items():
+        if not rt.available():
+            checks[p] = Verification(False, None, reason="not run here: LiteRT (ai-edge-litert) is not installed")
+            continue
+        session = OnnxLayoutSession(rt.session(path, precision=p), list(shapes), [r.shape[1:] for r in reference])
+        checks[p] = verify_session(session, reference, feeds, p, vs_float=True, reference_name="onnxruntime (source ONNX)")
+    notes = [f"onnx2tf {reply.get('onnx2tf', '?')}; inputs are NHWC in the .tflite"]
+    notes += [f"{written[p].name}: {p}, " + (f"max abs diff {v.max_abs_diff:.3g}, cosine {v.cosine:.4f}" if v.ran else v.reason)
+              for p, v in checks.items()]
+    return ExportResult("litert", precision, out, [written[p] for p in wanted], checks[precision], notes)
+
+
+def _last_json(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                break
+    return {}
+
+
+def _last_error_line(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errs = [ln for ln in lines if "Error" in ln or "error" in ln]
+    return (errs or lines or ["no output"])[-1][:300]

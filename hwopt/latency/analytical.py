@@ -1,0 +1,116 @@
+"""Per-kernel roofline model with per-op-family efficiency factors, and their fitting.
+
+For a device without hardware here, a kernel's time is the larger of its compute time (FLOPs at
+a fraction of the device's peak, the fraction depending on the op family: dense 3x3 convs reach
+far more of peak than depthwise ones) and its memory time (bytes at a fraction of the memory
+bandwidth), plus a fixed per-kernel dispatch cost. The fractions are fitted to real
+measurements (published Raspberry Pi 4 / Pixel 3 sets, or this machine's profiled kernels), so
+the model is "calibrated analytical", and the fit quality is reported with the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from hwopt.devices import DeviceProfile
+from hwopt.latency.kernels import FAMILIES, Kernel
+
+#: starting guesses (fraction of peak compute) before calibration; also used uncalibrated
+DEFAULT_EFFICIENCY = {"conv": 0.45, "pwconv": 0.4, "dwconv": 0.08, "gemm": 0.3}
+
+
+@dataclass
+class Roofline:
+    """Fitted factors; `efficiency` is per op family, the rest are shared by all kernels."""
+
+    efficiency: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EFFICIENCY))
+    memory_efficiency: float = 0.5
+    kernel_overhead_ms: float = 0.01
+    model_overhead_ms: float = 0.05
+    threads: int | None = None  # None: efficiencies are relative to the whole device's peak
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Roofline:
+        return cls(**d)
+
+
+def _peaks(device: DeviceProfile, dtype: str, threads: int | None) -> tuple[float, float]:
+    """(ops per ms, bytes per ms) available to one inference at `threads`."""
+    peak = device.peak.fp32_gops
+    if dtype == "int8" and device.peak.int8_gops:
+        peak = device.peak.int8_gops
+    elif dtype == "fp16" and device.peak.fp16_gops:
+        peak = device.peak.fp16_gops
+    share = min(threads, device.cpu.cores) / device.cpu.cores if threads and device.kind == "cpu" else 1.0
+    return peak * 1e6 * share, device.memory.bandwidth_gbs * 1e6
+
+
+def kernel_terms(kernels: Sequence[Kernel], device: DeviceProfile, threads: int | None) -> tuple[np.ndarray, ...]:
+    """Per kernel: ideal compute ms at 100% of peak, ideal memory ms at full bandwidth, family index."""
+    comp = np.empty(len(kernels))
+    mem = np.empty(len(kernels))
+    fam = np.empty(len(kernels), dtype=np.int64)
+    for i, k in enumerate(kernels):
+        ops_ms, bytes_ms = _peaks(device, k.dtype, threads)
+        comp[i] = k.flops / ops_ms
+        mem[i] = k.bytes_moved / bytes_ms
+        fam[i] = FAMILIES.index(k.family)
+    return comp, mem, fam
+
+
+def roofline_ms(terms: tuple[np.ndarray, ...], r: Roofline) -> np.ndarray:
+    """Per-kernel milliseconds from precomputed terms (vectorized: the search calls this a lot)."""
+    comp, mem, fam = terms
+    eff = np.array([r.efficiency.get(f, 1.0) for f in FAMILIES])[fam]
+    return np.maximum(comp / eff, mem / r.memory_efficiency) + r.kernel_overhead_ms
+
+
+def kernels_ms(kernels: Sequence[Kernel], device: DeviceProfile, r: Roofline) -> np.ndarray:
+    return roofline_ms(kernel_terms(kernels, device, r.threads), r)
+
+
+def fit_roofline(
+    models: Sequence[Sequence[Kernel]],
+    measured_ms: Sequence[float],
+    device: DeviceProfile,
+    *,
+    threads: int | None = None,
+    per_kernel: bool = False,
+) -> Roofline:
+    """Fit efficiencies and overheads so that predicted totals match measured ones in log space.
+
+    `models` are kernel lists (one per measured network, or one kernel each with `per_kernel`,
+    where the model overhead is not part of the measurement). Relative (log) error is minimized
+    because latencies span orders of magnitude and ranking is what a search needs.
+    """
+    from scipy.optimize import least_squares
+
+    flat = [k for m in models for k in m]
+    terms = kernel_terms(flat, device, threads)
+    owner = np.repeat(np.arange(len(models)), [len(m) for m in models])
+    y = np.log(np.asarray(measured_ms, dtype=float))
+    fams = sorted({f for f in (FAMILIES[i] for i in np.unique(terms[2])) if f in DEFAULT_EFFICIENCY})
+
+    def unpack(p: np.ndarray) -> Roofline:
+        eff = dict(DEFAULT_EFFICIENCY)
+        eff.update({f: float(np.exp(v)) for f, v in zip(fams, p[: len(fams)])})
+        mo = 0.0 if per_kernel else float(np.exp(p[len(fams) + 2]))
+        return Roofline(eff, float(np.exp(p[len(fams)])), float(np.exp(p[len(fams) + 1])), mo, threads)
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        r = unpack(p)
+        per = roofline_ms(terms, r)
+        total = np.bincount(owner, weights=per, minlength=len(models)) + r.model_overhead_ms
+        return np.log(total) - y
+
+    p0 = np.log([DEFAULT_EFFICIENCY[f] for f in fams] + [0.5, 0.01] + ([] if per_kernel else [0.05]))
+    lo = np.log([1e-4] * len(fams) + [1e-3, 1e-6] + ([] if per_kernel else [1e-6]))
+    hi = np.log([1.0] * len(fams) + [1.0, 10.0] + ([] if per_kernel else [100.0]))
+    sol = least_squares(residual, np.clip(p0, lo + 1e-9, hi - 1e-9), bounds=(lo, hi), loss="soft_l1", f_scale=0.2)
+    return unpack(sol.x)

@@ -1,0 +1,272 @@
+"""Kernel detection: which ONNX node patterns each runtime runs as one kernel (nn-Meter style).
+
+Per-node latencies do not add up on a real runtime: the runtime folds BatchNorm into the conv,
+runs the activation (and often a residual Add) in the conv's epilogue, and turns QDQ pairs into
+int8 kernels. So a model is first cut into the kernels its runtime will actually run, and each
+kernel is then looked up or predicted. The rules below are one table, readable per runtime;
+they follow each runtime's documented graph optimizations (onnxruntime's Conv/Gemm activation
+and NCHWc Conv+Add fusions, OpenVINO/oneDNN post-ops, TFLite/XNNPACK's fused activations,
+TensorRT's conv/pointwise fusions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+from onnx import helper
+
+from hwopt.errors import HwoptError
+from hwopt.graph.normalize import constants_to_initializers
+from hwopt.graph.shapes import Shapes, infer_shapes, resolve_input_shapes, value_dtypes, value_shapes
+from hwopt.latency.kernels import Kernel
+
+_BASIC_ACTS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid"})
+_ALL_ACTS = _BASIC_ACTS | {"HardSwish", "Swish", "Gelu", "Elu", "PRelu", "Mish", "Softplus"}
+_ELTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min"}) | _ALL_ACTS
+
+
+@dataclass(frozen=True)
+class FusionRule:
+    """What one runtime fuses. Anchors start a kernel; what follows them may be absorbed."""
+
+    anchors: frozenset[str]  # matrix ops that take post-ops
+    fold_bn: bool  # BatchNorm after an anchor is folded into its weights
+    residual_add: frozenset[str]  # dtypes ("fp32", "int8") for which Conv + residual Add is one kernel
+    acts: frozenset[str]  # activations fused into an anchor (also after the residual Add)
+    eltwise_acts: frozenset[str]  # activations fused into a standalone Add/Mul kernel
+    eltwise_chains: bool  # consecutive elementwise ops run as one kernel
+
+
+FUSION_RULES: dict[str, FusionRule] = {
+    # ORT CPU: Conv/Gemm + activation (FusedConv/FusedGemm), NCHWc Conv + Add + Relu for float only;
+    # QDQ int8 runs QLinearConv (+Relu folded into the quantized range), QLinearAdd separately.
+    "onnxruntime": FusionRule(
+        anchors=frozenset({"Conv", "Gemm", "MatMul"}), fold_bn=True, residual_add=frozenset({"fp32"}),
+        acts=_BASIC_ACTS, eltwise_acts=frozenset(), eltwise_chains=False,
+    ),
+    # OpenVINO CPU (oneDNN post-ops): BN, residual Add (also with FakeQuantize) and any activation.
+    "openvino": FusionRule(
+        anchors=frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), fold_bn=True,
+        residual_add=frozenset({"fp32", "int8"}), acts=_ALL_ACTS, eltwise_acts=_ALL_ACTS, eltwise_chains=True,
+    ),
+    # TFLite/XNNPACK: BN folded at conversion, only Relu/Relu6 fused; Add is its own op with a fused Relu.
+    "litert": FusionRule(
+        anchors=frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), fold_bn=True, residual_add=frozenset(),
+        acts=frozenset({"Relu", "Clip"}), eltwise_acts=frozenset({"Relu", "Clip"}), eltwise_chains=False,
+    ),
+    # TensorRT: conv + BN + residual add + any pointwise activation; pointwise chains fused.
+    "tensorrt": FusionRule(
+        anchors=frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), fold_bn=True,
+        residual_add=frozenset({"fp32", "int8"}), acts=_ALL_ACTS, eltwise_acts=_ALL_ACTS, eltwise_chains=True,
+    ),
+}
+
+#: ops that cost nothing at run time (views, shape arithmetic) or vanish into int8 kernels
+_FREE = {"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Constant", "Shape",
+         "QuantizeLinear", "DequantizeLinear", "Size", "ConstantOfShape", "Range"}
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+                onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+_QLINEAR = {"QLinearConv": ("Conv", 0, 3), "QLinearMatMul": ("MatMul", 0, 3)}
+
+
+def fusion_rule(runtime: str) -> FusionRule:
+    if runtime not in FUSION_RULES:
+        raise HwoptError(f"no fusion rules for runtime {runtime!r}; known: {', '.join(FUSION_RULES)}")
+    return FUSION_RULES[runtime]
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose large initializers keep only their dims: shape inference needs no weights,
+    and skipping them keeps prediction fast enough to call thousands of times in a search."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    g = light.graph
+    g.name = model.graph.name
+    g.node.extend(model.graph.node)
+    g.input.extend(model.graph.input)
+    g.output.extend(model.graph.output)
+    g.value_info.extend(model.graph.value_info)
+    for t in model.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        if n > 64 and t.data_type != onnx.TensorProto.INT64:
+            stub = g.initializer.add()
+            stub.name, stub.data_type = t.name, t.data_type
+            stub.dims.extend(t.dims)
+            # inference reads dims only; give it a well-formed (empty raw) payload of the right size lazily
+            stub.raw_data = b""
+        else:
+            g.initializer.append(t)
+    return light
+
+
+class _Graph:
+    """Nodes with Q/DQ pairs and free views resolved away, plus shapes and consumers."""
+
+    def __init__(self, model: onnx.ModelProto, shapes: Shapes | None):
+        model = _light_copy(model)
+        if any(n.op_type == "Constant" for n in model.graph.node):
+            constants_to_initializers(model)
+        concrete = resolve_input_shapes(model, shapes)
+        inferred = infer_shapes(model, concrete)
+        self.shapes = value_shapes(inferred)
+        self.dtypes = value_dtypes(inferred)
+        self.inits = {t.name for t in model.graph.initializer}
+        self.alias: dict[str, str] = {}
+        self.quantized: set[str] = set()
+        self.nodes: list[onnx.NodeProto] = []
+        for node in model.graph.node:
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                self.alias[node.output[0]] = self.resolve(node.input[0])
+                self.quantized.add(self.resolve(node.input[0]))
+                self.quantized.add(node.output[0])
+            elif node.op_type in _FREE or not self._is_data(node):
+                if node.input and node.output and node.op_type not in ("Shape", "Size", "Constant", "ConstantOfShape"):
+                    self.alias[node.output[0]] = self.resolve(node.input[0])
+            else:
+                self.nodes.append(node)
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.nodes:
+            for i in node.input:
+                if i:
+                    self.consumers.setdefault(self.resolve(i), []).append(node)
+
+    def _is_data(self, node: onnx.NodeProto) -> bool:
+        """False for shape arithmetic (int64 outputs), which runtimes constant-fold or run for free."""
+        t = self.dtypes.get(node.output[0]) if node.output else None
+        return t is None or t in _FLOAT_TYPES
+
+    def resolve(self, name: str) -> str:
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        return self.shapes.get(name) or self.shapes.get(self.resolve(name))
+
+    def is_const(self, name: str) -> bool:
+        return self.resolve(name) in self.inits
+
+    def sole_consumer(self, tensor: str) -> list[onnx.NodeProto]:
+        return self.consumers.get(self.resolve(tensor), [])
+
+
+def _activation_at(g: _Graph, tensor: str, allowed: frozenset[str]) -> tuple[str, list[onnx.NodeProto], str] | None:
+    """The activation applied to `tensor` if it is its only use: a plain op or x*sigmoid(x) diamonds."""
+    users = g.sole_consumer(tensor)
+    if len(users) == 1 and users[0].op_type in allowed and users[0].op_type != "PRelu":
+        return users[0].op_type, users, users[0].output[0]
+    if len(users) == 2:
+        gate = next((u for u in users if u.op_type in ("Sigmoid", "HardSigmoid")), None)
+        mul = next((u for u in users if u.op_type == "Mul"), None)
+        if gate and mul and g.resolve(gate.output[0]) in {g.resolve(i) for i in mul.input}:
+            name = "Swish" if gate.op_type == "Sigmoid" else "HardSwish"
+            if name in allowed:
+                return name, [gate, mul], mul.output[0]
+    return None
+
+
+def extract_kernels(model: onnx.ModelProto, runtime: str, shapes: Shapes | None = None) -> list[Kernel]:
+    """Cut a model into the kernels `runtime` runs, in execution order.
+
+    QDQ models give int8 kernels (a matrix op whose input and weight come through
+    DequantizeLinear); Q/DQ nodes themselves are absorbed. Shape arithmetic and views are free.
+    """
+    rule = fusion_rule(runtime)
+    g = _Graph(model, shapes)
+    done: set[int] = set()
+    kernels: list[Kernel] = []
+    for node in g.nodes:
+        if id(node) in done:
+            continue
+        covered = [node]
+        op, x_idx, w_idx = _QLINEAR.get(node.op_type, (node.op_type, 0, 1))
+        is_q = node.op_type in _QLINEAR or (
+            bool(node.input) and g.resolve(node.input[0]) in g.quantized
+        )
+        dtype = "int8" if is_q else "fp32"
+        out = node.output[0]
+        fused: list[str] = []
+        if op in rule.anchors:
+            out = _absorb_anchor_followers(g, rule, node, dtype, covered, fused)
+        elif op in _ELTWISE and op not in ("PRelu",):
+            out = _absorb_eltwise_followers(g, rule, node, covered, fused)
+        done.update(id(n) for n in covered)
+        kernels.append(_make_kernel(g, node, op, x_idx, w_idx, dtype, fused, out, covered))
+    return kernels
+
+
+def _absorb_anchor_followers(g, rule, node, dtype, covered, fused) -> str:
+    out = node.output[0]
+    users = g.sole_consumer(out)
+    if rule.fold_bn and len(users) == 1 and users[0].op_type == "BatchNormalization":
+        covered.append(users[0])
+        out = users[0].output[0]
+        users = g.sole_consumer(out)
+    if len(users) == 1 and users[0].op_type == "Add":
+        other = [i for i in users[0].input if g.resolve(i) != g.resolve(out)]
+        if other and g.is_const(other[0]):
+            covered.append(users[0])  # bias: folded
+            out = users[0].output[0]
+        elif dtype in rule.residual_add and other:
+            covered.append(users[0])
+            fused.append("Add")
+            out = users[0].output[0]
+    act = _activation_at(g, out, rule.acts)
+    if act:
+        fused.append(act[0])
+        covered.extend(act[1])
+        out = act[2]
+    return out
+
+
+def _absorb_eltwise_followers(g, rule, node, covered, fused) -> str:
+    out = node.output[0]
+    while True:
+        act = _activation_at(g, out, rule.eltwise_acts)
+        if act:
+            fused.append(act[0])
+            covered.extend(act[1])
+            out = act[2]
+            continue
+        users = g.sole_consumer(out)
+        if rule.eltwise_chains and len(users) == 1 and users[0].op_type in _ELTWISE:
+            fused.append(users[0].op_type)
+            covered.append(users[0])
+            out = users[0].output[0]
+            continue
+        return out
+
+
+def _make_kernel(g, node, op, x_idx, w_idx, dtype, fused, out, covered) -> Kernel:
+    names = tuple(n.name or n.output[0] for n in covered)
+    out_shape = g.shape(out) or g.shape(node.output[0]) or ()
+    if op in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(node.input) > w_idx and g.is_const(node.input[w_idx]):
+        x = g.shape(node.input[x_idx]) or ()
+        w = g.shape(node.input[w_idx])
+        if op in ("Conv", "ConvTranspose"):
+            k = tuple(_attr(node, "kernel_shape", None) or (w[2:] if w else ()))
+            strides = _attr(node, "strides", None) or [1]
+            return Kernel(op, (x,), out_shape, w, k, max(strides), int(_attr(node, "group", 1)), dtype,
+                          tuple(fused), names)
+        if op == "Gemm" and _attr(node, "transB", 0) and w is not None:
+            w = (w[1], w[0])  # store (K, N) whatever the layout, so equal layers share one key
+        return Kernel(op, (x,), out_shape, w, None, 1, 1, dtype, tuple(fused), names)
+    inputs = tuple(g.shape(i) or () for i in node.input if i and not g.is_const(i))
+    kernel = stride = None
+    if op in ("MaxPool", "AveragePool"):
+        kernel = tuple(_attr(node, "kernel_shape", ()))
+        stride = max(_attr(node, "strides", None) or [1])
+    if kernel is not None:
+        return Kernel(op, inputs, out_shape, None, kernel, stride, 1, dtype, tuple(fused), names)
+    return Kernel(op, inputs, out_shape, None, None, 1, 1, dtype, tuple(fused), names)

@@ -1,0 +1,155 @@
+"""Predict a model's latency on a target: cut into kernels, look each up, predict the rest, sum.
+
+Every per-kernel number says where it came from: `table` (a profiled kernel with this exact
+signature), `predictor` (the learned correction on top of the table's roofline), `fallback`
+(the roofline alone, for an op family the table never profiled) or `analytical` (the target has
+no measured table; a calibrated roofline). The search stage calls this thousands of times, so
+tables, predictors and per-key results are cached and `predict_kernels` skips graph parsing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from hwopt.devices import DeviceProfile, load_device
+from hwopt.errors import HwoptError
+from hwopt.graph.load import load_model
+from hwopt.graph.shapes import Shapes
+from hwopt.latency.analytical import kernels_ms
+from hwopt.latency.fusion import extract_kernels
+from hwopt.latency.kernels import Kernel
+from hwopt.latency.predictor import KernelPredictor
+from hwopt.latency.table import LatencyTable, load_table, tables_dir
+
+
+@dataclass
+class LayerLatency:
+    name: str
+    op: str
+    latency_ms: float
+    source: str  # table | predictor | fallback | analytical
+    kernel: str  # the table key
+    nodes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Prediction:
+    target: str
+    runtime: str
+    threads: int | None
+    latency_ms: float
+    layers: list[LayerLatency]
+    provenance: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def sources(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for layer in self.layers:
+            out[layer.source] = out.get(layer.source, 0) + 1
+        return out
+
+
+def _device(target: str | DeviceProfile) -> DeviceProfile:
+    return target if isinstance(target, DeviceProfile) else load_device(target)
+
+
+def resolve_table(target: str | DeviceProfile, runtime: str | None = None,
+                  table: str | os.PathLike | None = None) -> tuple[DeviceProfile, LatencyTable]:
+    """The device and the latency table to use (an explicit file, else the one the profile names)."""
+    dev = _device(target)
+    rt = runtime or dev.preferred_runtime
+    if rt not in dev.runtimes:
+        raise HwoptError(f"target {dev.name} has no runtime {rt!r}; its runtimes are {', '.join(dev.runtimes)}")
+    if table is None:
+        name = dev.latency_tables.get(rt)
+        if not name:
+            raise HwoptError(f"target {dev.name} names no latency table for {rt}; run `hwopt profile` or pass --table")
+        table = tables_dir() / name
+        if not Path(table).is_file():
+            raise HwoptError(f"latency table {name} for {dev.name}/{rt} is missing; run `hwopt profile --target {dev.name} --runtime {rt}`")
+    return dev, load_table(table, device=dev.name, runtime=rt)
+
+
+_PREDICTORS: dict[str, KernelPredictor | None] = {}
+_MEMO: dict[tuple[int, str], tuple[float, str]] = {}  # (id(table), kernel key) -> (ms, source)
+
+
+def _predictor(table: LatencyTable) -> KernelPredictor | None:
+    if not table.predictor or table.path is None:
+        return None
+    path = str(Path(table.path).parent / table.predictor)
+    if path not in _PREDICTORS:
+        _PREDICTORS[path] = KernelPredictor.load(path) if Path(path).is_file() else None
+    return _PREDICTORS[path]
+
+
+def kernel_estimates(kernels: Sequence[Kernel], dev: DeviceProfile, table: LatencyTable) -> tuple[np.ndarray, list[str]]:
+    """Isolated per-kernel ms and their sources (before the table's composition scale)."""
+    ms = np.zeros(len(kernels))
+    src = [""] * len(kernels)
+    todo: list[int] = []
+    for i, k in enumerate(kernels):
+        hit = _MEMO.get((id(table), k.key))
+        if hit is not None:
+            ms[i], src[i] = hit
+        elif k.key in table.entries:
+            ms[i], src[i] = table.entries[k.key], "table"
+        else:
+            todo.append(i)
+    if todo:
+        pred = _predictor(table) if table.method == "measured" else None
+        learn = [i for i in todo if pred is not None and pred.covers(kernels[i])]
+        rest = [i for i in todo if i not in set(learn)]
+        if learn:
+            ms[learn] = pred.predict([kernels[i] for i in learn], dev, table.roofline)
+            for i in learn:
+                src[i] = "predictor"
+        if rest:
+            ms[rest] = kernels_ms([kernels[i] for i in rest], dev, table.roofline)
+            for i in rest:
+                src[i] = "analytical" if table.method == "analytical" else "fallback"
+        for i in todo:
+            _MEMO[(id(table), kernels[i].key)] = (float(ms[i]), src[i])
+    return ms, src
+
+
+def predict_kernels(kernels: Sequence[Kernel], target: str | DeviceProfile, runtime: str | None = None, *,
+                    table: str | os.PathLike | None = None) -> Prediction:
+    """Latency of precomputed kernels (from `extract_kernels`), for callers that predict many variants."""
+    dev, tab = resolve_table(target, runtime, table)
+    ms, src = kernel_estimates(kernels, dev, tab)
+    ms = tab.in_model_ms(ms)
+    layers = [
+        LayerLatency(k.nodes[0] if k.nodes else k.op, k.op, float(t), s, k.key, list(k.nodes))
+        for k, t, s in zip(kernels, ms, src)
+    ]
+    total = float(ms.sum()) + (tab.overhead_ms if tab.method == "measured" else tab.roofline.model_overhead_ms)
+    prov = {
+        "table": tab.path.name if tab.path else None,
+        "method": tab.method,
+        "threads": tab.threads,
+        **{k: tab.provenance[k] for k in ("measured_on", "runtime_version", "date", "calibration", "note")
+           if k in tab.provenance},
+    }
+    pred = Prediction(dev.name, tab.runtime, tab.threads, total, layers, prov)
+    pred.provenance["sources"] = pred.sources
+    return pred
+
+
+def predict_latency(model: onnx.ModelProto | str | os.PathLike, target: str | DeviceProfile,
+                    runtime: str | None = None, shapes: Shapes | None = None, *,
+                    table: str | os.PathLike | None = None) -> Prediction:
+    """Predicted latency of `model` on `target` (runtime defaults to the target's preferred one)."""
+    dev = _device(target)
+    rt = runtime or dev.preferred_runtime
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
+    return predict_kernels(extract_kernels(proto, rt, shapes), dev, rt, table=table)

@@ -1,0 +1,134 @@
+"""Latency tables on disk: one JSON per device + runtime, sorted and diff-friendly.
+
+A table holds measured kernels (key -> ms and the fields that make the key), the per-inference
+overhead and composition factor measured with it, the roofline factors used as a fallback, the
+name of the trained predictor file beside it, and a provenance block saying where every number
+came from. Parsed tables are cached by path and modification time, because a search predicts
+thousands of models against the same table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hwopt.errors import HwoptError
+from hwopt.graph.load import atomic_write_text
+from hwopt.latency.analytical import Roofline
+from hwopt.latency.kernels import Kernel
+from hwopt.paths import data_dir
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class LatencyTable:
+    device: str
+    runtime: str
+    threads: int | None
+    method: str  # "measured" (profiled on the device) or "analytical" (calibrated roofline)
+    provenance: dict
+    roofline: Roofline
+    entries: dict[str, float] = field(default_factory=dict)  # kernel key -> ms
+    kernels: dict[str, Kernel] = field(default_factory=dict)  # kernel key -> Kernel
+    overhead_ms: float = 0.0  # per inference, added once to the kernel sum
+    # inside a model a kernel takes compose_scale * isolated - compose_offset_ms (no per-kernel input/output
+    # copies or layout reorders there); both fitted on profiled multi-kernel blocks
+    compose_scale: float = 1.0
+    compose_offset_ms: float = 0.0
+    predictor: str | None = None  # file name of the trained predictor, next to the table
+    path: Path | None = None
+
+    def to_json(self) -> str:
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "device": self.device,
+            "runtime": self.runtime,
+            "threads": self.threads,
+            "method": self.method,
+            "provenance": self.provenance,
+            "roofline": self.roofline.to_dict(),
+            "overhead_ms": round(self.overhead_ms, 6),
+            "compose_scale": round(self.compose_scale, 6),
+            "compose_offset_ms": round(self.compose_offset_ms, 6),
+            "predictor": self.predictor,
+            "entries": {k: {**self.kernels[k].to_dict(), "ms": round(ms, 6)} for k, ms in self.entries.items()},
+        }
+        return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+    def save(self, path: str | os.PathLike) -> Path:
+        self.path = atomic_write_text(self.to_json(), path)
+        return self.path
+
+    def in_model_ms(self, isolated_ms: np.ndarray) -> np.ndarray:
+        """Isolated kernel times -> their share of a whole model's time (never below a quarter)."""
+        scaled = self.compose_scale * isolated_ms
+        return np.maximum(scaled - self.compose_offset_ms, 0.25 * scaled)
+
+    def add(self, kernel: Kernel, ms: float) -> None:
+        self.entries[kernel.key] = ms
+        self.kernels[kernel.key] = kernel
+
+
+def tables_dir() -> Path:
+    return data_dir("latency_tables")
+
+
+def parse_table(text: str, source: str) -> LatencyTable:
+    """Parse and validate a table document; every problem is one clear HwoptError line."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HwoptError(f"latency table {source} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(doc, dict):
+        raise HwoptError(f"latency table {source} must be a JSON object")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise HwoptError(
+            f"latency table {source} has schema version {version!r}; this hwopt reads version {SCHEMA_VERSION} "
+            "(re-run `hwopt profile` to regenerate it)"
+        )
+    try:
+        entries = doc.get("entries", {})
+        kernels = {k: Kernel.from_dict(v) for k, v in entries.items()}
+        return LatencyTable(
+            device=doc["device"],
+            runtime=doc["runtime"],
+            threads=doc.get("threads"),
+            method=doc["method"],
+            provenance=doc.get("provenance", {}),
+            roofline=Roofline.from_dict(doc["roofline"]),
+            entries={k: float(v["ms"]) for k, v in entries.items()},
+            kernels=kernels,
+            overhead_ms=float(doc.get("overhead_ms", 0.0)),
+            compose_scale=float(doc.get("compose_scale", 1.0)),
+            compose_offset_ms=float(doc.get("compose_offset_ms", 0.0)),
+            predictor=doc.get("predictor"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HwoptError(f"latency table {source} is malformed: missing or bad field {exc}") from None
+
+
+_CACHE: dict[tuple[str, float], LatencyTable] = {}
+
+
+def load_table(path: str | os.PathLike, *, device: str | None = None, runtime: str | None = None) -> LatencyTable:
+    """Load (cached) and check that the table is for `device` / `runtime` when given."""
+    p = Path(path)
+    if not p.is_file():
+        raise HwoptError(f"latency table not found: {p}")
+    key = (str(p.resolve()), p.stat().st_mtime)
+    table = _CACHE.get(key)
+    if table is None:
+        table = parse_table(p.read_text(), str(p))
+        table.path = p
+        _CACHE[key] = table
+    if device and table.device != device:
+        raise HwoptError(f"latency table {p} is for device {table.device!r}, not {device!r}")
+    if runtime and table.runtime != runtime:
+        raise HwoptError(f"latency table {p} is for runtime {table.runtime!r}, not {runtime!r}")
+    return table

@@ -1,0 +1,1 @@
+"""Once-for-All-style subnet selection: elastic spaces, supernets, accuracy predictor, evolutionary search."""

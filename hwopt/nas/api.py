@@ -1,0 +1,181 @@
+"""`hwopt.nas.search`: pick the most accurate subnet under a latency budget, per target and budget.
+
+One call builds the accuracy predictor once (measured subnets are cached), then runs one
+evolutionary search per (target, budget) against that target's latency lookup table, extracts
+and exports the winners, re-measures their real accuracy, and writes configs, ONNX models, a
+Pareto plot and `search.json` into the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hwopt.devices import DeviceProfile, load_device
+from hwopt.errors import HwoptError
+from hwopt.graph.load import atomic_write_text
+from hwopt.nas.evolution import EvolutionSettings, _biased_random, check_budget, evolve, latency_range
+from hwopt.nas.genes import AdditiveLatency, sizes
+from hwopt.nas.latency_cache import cached_latency_model
+from hwopt.nas.plot import pareto_plot
+from hwopt.nas.predictor import MeasurementCache, PredictorQuality, fit_predictor, measure_subnets
+from hwopt.nas.subnets import SubnetProblem, problem_for
+
+PathLike = str | os.PathLike
+Progress = Callable[[str], None]
+
+
+@dataclass
+class SearchResult:
+    target: str
+    runtime: str
+    budget_ms: float
+    latency_ms: float  # predicted by the target's lookup table
+    latency_source: str
+    predicted_accuracy: float
+    accuracy: float  # measured on the eval data after extraction
+    config: dict
+    config_file: str
+    onnx: str
+    search_seconds: float
+    evaluated: int
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass
+class SearchReport:
+    source: str  # supernet name or model path
+    metric: str
+    predictor: PredictorQuality
+    latency_ranges: dict[str, list[float]]
+    results: list[SearchResult]
+    artifacts: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "metric": self.metric,
+            "predictor": self.predictor.to_dict(),
+            "latency_ranges": self.latency_ranges,
+            "results": [r.to_dict() for r in self.results],
+            "artifacts": self.artifacts,
+            "settings": self.settings,
+        }
+
+
+def _targets(target: str | None, targets: list[str] | None) -> list[DeviceProfile]:
+    names = list(dict.fromkeys(([target] if target else []) + list(targets or [])))
+    if not names:
+        raise HwoptError("give --target (and optionally --targets A,B)")
+    return [load_device(n) for n in names]
+
+
+def _runtime_for(dev: DeviceProfile, runtime: str | None) -> str:
+    rt = runtime or dev.preferred_runtime
+    if rt not in dev.runtimes:
+        raise HwoptError(f"target {dev.name} has no runtime {rt!r}; its runtimes are {', '.join(dev.runtimes)}")
+    return rt
+
+
+def search(
+    model: PathLike | None = None,
+    *,
+    supernet: str | None = None,
+    target: str | None = None,
+    latency_ms: float | None = None,
+    targets: list[str] | None = None,
+    budgets: list[float] | None = None,
+    runtime: str | None = None,
+    eval_data: PathLike | None = None,
+    out_dir: PathLike,
+    seed: int = 0,
+    settings: EvolutionSettings | None = None,
+    n_subnets: int = 120,
+    predictor: str = "mlp",
+    latency_source: str = "auto",
+    shapes: dict | None = None,
+    progress: Progress | None = None,
+) -> SearchReport:
+    """Search `model` (an ONNX file: its pruning/depth/resolution space) or a registered `supernet`.
+
+    Budgets are `latency_ms` plus `budgets` (Pareto mode), each searched on every target (`target`
+    plus `targets`); the runtime defaults to each target's preferred one. A budget outside a
+    target's achievable latency range is refused with that range.
+    """
+    say = progress or (lambda msg: None)
+    if (model is None) == (supernet is None):
+        raise HwoptError("give either a MODEL or --supernet NAME (not both)")
+    all_budgets = sorted(set(([latency_ms] if latency_ms is not None else []) + list(budgets or [])))
+    if not all_budgets:
+        raise HwoptError("give --latency-ms T and/or --budgets a,b,c")
+    if any(b <= 0 for b in all_budgets):
+        raise HwoptError("latency budgets must be positive milliseconds")
+    settings = settings or EvolutionSettings(seed=seed)
+    devices = _targets(target, targets)
+    out = Path(out_dir)
+    problem: SubnetProblem = problem_for(model=model, supernet=supernet, eval_data=eval_data, shapes=shapes, seed=seed)
+    genes = problem.space.genes
+
+    # latency models first: a budget nobody can meet should fail before minutes of measuring
+    lat_models: dict[str, AdditiveLatency] = {}
+    ranges: dict[str, list[float]] = {}
+    for dev in devices:
+        rt = _runtime_for(dev, runtime)
+        say(f"latency table for {dev.name}/{rt}")
+        lat_models[dev.name] = cached_latency_model(problem, dev, rt, latency_source)
+        lo, hi = latency_range(genes, lat_models[dev.name])
+        ranges[dev.name] = [lo, hi]
+        for b in all_budgets:
+            check_budget(genes, lat_models[dev.name], b, f" on {dev.name}/{rt}")
+
+    say(f"measuring {n_subnets} subnets for the accuracy predictor")
+    rng = np.random.default_rng(seed)
+    n = sizes(genes)
+    sample = np.concatenate([np.zeros((1, len(n)), np.int64), (n - 1)[None], _biased_random(rng, n, n_subnets - 2)])
+    sample = np.unique(problem.space.canonical(sample), axis=0)
+    configs = [problem.space.decode(r) for r in sample]
+    cache = MeasurementCache(out / "measurements.json", tag=problem.cache_tag)
+    acc = measure_subnets(configs, problem.accuracy, cache)
+    pred, quality = fit_predictor(problem.space.features(sample), acc, kind=predictor, seed=seed)
+    say(f"predictor held-out spearman {quality.spearman:.3f}, rmse {quality.rmse:.3f}")
+
+    def predict(pop: np.ndarray) -> np.ndarray:
+        return pred.predict(problem.space.features(pop))
+
+    results: list[SearchResult] = []
+    artifacts = ["measurements.json"]
+    for dev in devices:
+        lat = lat_models[dev.name]
+        for b in all_budgets:
+            res = evolve(genes, predict, lat, b, settings, problem.space.canonical)
+            cfg = problem.space.decode(res.best)
+            stem = f"{dev.name}_{b:g}ms"
+            onnx_path = problem.export(cfg, out / f"{stem}.onnx")
+            measured = cache.get(cfg)
+            if measured is None:
+                measured = problem.accuracy(cfg)
+                cache.put(cfg, measured)
+            doc = {"target": dev.name, "runtime": lat.runtime, "budget_ms": b, "predicted_latency_ms": res.latency_ms,
+                   "predicted_accuracy": res.accuracy, "accuracy": measured, "source": problem.source, "config": cfg}
+            atomic_write_text(json.dumps(doc, indent=2) + "\n", out / f"{stem}.json")
+            artifacts += [f"{stem}.json", onnx_path.name]
+            results.append(SearchResult(dev.name, lat.runtime, b, res.latency_ms, lat.provenance.get("latency_source", ""),
+                                        res.accuracy, measured, cfg, f"{stem}.json", onnx_path.name, res.seconds, res.evaluated))
+            say(f"{dev.name} {b:g} ms: predicted {res.latency_ms:.3f} ms, accuracy {measured:.2f}% ({res.seconds:.1f} s)")
+    cache.save()
+    plot = pareto_plot({d: lat_models[d](sample) for d in lat_models}, acc, results, out / "pareto.png", problem.metric)
+    artifacts.append(plot.name)
+    report = SearchReport(problem.source, problem.metric, quality, ranges, results, artifacts,
+                          {**vars(settings), "n_subnets": len(sample), "predictor": predictor, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+    atomic_write_text(json.dumps(report.to_dict(), indent=2) + "\n", out / "search.json")
+    report.artifacts.append("search.json")
+    return report

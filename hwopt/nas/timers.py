@@ -1,0 +1,108 @@
+"""Where block latencies come from: the target's latency predictor, or measurement on this machine.
+
+Both return a block's time *without* the per-inference overhead (session call, input/output
+copies), which is added once per subnet; summing whole-model timings of isolated blocks would
+count that overhead once per block and overshoot small models badly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from hwopt.devices import DeviceProfile
+from hwopt.errors import HwoptError
+from hwopt.graph.shapes import random_inputs, resolve_input_shapes
+from hwopt.runtimes import get_runtime, time_session
+
+
+class PredictedTimer:
+    """Block ms from hwopt.latency (the device's table, learned predictor or calibrated roofline)."""
+
+    source = "predicted"
+
+    def __init__(self, device: DeviceProfile, runtime: str):
+        self.device, self.runtime = device, runtime
+        self._probe: dict | None = None
+
+    def _predict(self, model: onnx.ModelProto):
+        from hwopt.latency.predict import predict_latency
+
+        return predict_latency(model, self.device, self.runtime)
+
+    def __call__(self, model: onnx.ModelProto) -> float:
+        pred = self._predict(model)
+        if self._probe is None:
+            self._probe = dict(pred.provenance)
+            self._probe["overhead_ms"] = pred.latency_ms - sum(layer.latency_ms for layer in pred.layers)
+        return float(sum(layer.latency_ms for layer in pred.layers))
+
+    def overhead_ms(self) -> float:
+        if self._probe is None:
+            self(_identity_model())
+        return float(self._probe["overhead_ms"])
+
+    def provenance(self) -> dict:
+        self.overhead_ms()
+        return {"latency_source": self.source, **{k: v for k, v in (self._probe or {}).items() if k != "overhead_ms"}}
+
+
+class MeasuredTimer:
+    """Block ms measured here on `runtime` (1 thread, median of `runs`), minus the empty-model time."""
+
+    source = "measured"
+
+    def __init__(self, device: DeviceProfile, runtime: str, runs: int = 100, warmup: int = 10):
+        if not device.present_here:
+            raise HwoptError(f"target {device.name} is not this machine; its latency can only be predicted")
+        self.device, self.runtime, self.runs, self.warmup = device, runtime, runs, warmup
+        self.rt = get_runtime(runtime)
+        if not self.rt.available():
+            raise HwoptError(f"runtime {runtime} is not available here")
+        self._overhead: float | None = None
+
+    def _time(self, model: onnx.ModelProto) -> float:
+        session = self.rt.session(model, threads=1)
+        feeds = random_inputs(model, resolve_input_shapes(model))
+        return float(np.median(time_session(session, feeds, warmup=self.warmup, runs=self.runs)))
+
+    def overhead_ms(self) -> float:
+        if self._overhead is None:
+            self._overhead = self._time(_identity_model())
+        return self._overhead
+
+    def __call__(self, model: onnx.ModelProto) -> float:
+        return max(self._time(model) - self.overhead_ms(), 0.0)
+
+    def provenance(self) -> dict:
+        from hwopt.runtimes.base import host_device
+
+        return {"latency_source": self.source, "measured_on": host_device(), "runtime_version": self.rt.version(),
+                "threads": 1, "runs": self.runs}
+
+
+def _identity_model() -> onnx.ModelProto:
+    """The smallest runnable model: what one inference costs when it computes nothing."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "one"], ["y"])], "empty", [x], [y], [one])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def make_timer(device: DeviceProfile, runtime: str, source: str = "auto"):
+    """`predicted`, `measured` (targets present here), or `auto`: predicted, else measured if the
+    target's latency table is missing and the target is this machine."""
+    if source == "measured":
+        return MeasuredTimer(device, runtime)
+    if source not in ("predicted", "auto"):
+        raise HwoptError(f"latency source must be auto, predicted or measured, not {source!r}")
+    timer = PredictedTimer(device, runtime)
+    try:
+        timer.overhead_ms()
+    except HwoptError:
+        if source == "auto" and device.present_here:
+            return MeasuredTimer(device, runtime)
+        raise
+    return timer

@@ -1,0 +1,253 @@
+"""`compress`: plan, try every candidate through the cached pipeline, guard accuracy, report.
+
+    from hwopt.pipeline import compress
+    r = compress("model.onnx", target="x86-avx512", calib="calib.npz", eval="eval.npz", out_dir="out")
+    r.artifact, r.report["speedup"], r.budget_met, r.reason
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from hwopt.data import Dataset, accuracy_metrics, load_dataset, run_outputs
+from hwopt.devices import load_device
+from hwopt.errors import HwoptError
+from hwopt.graph.census import census
+from hwopt.graph.load import atomic_write_bytes, custom_ops, load_model, save_model
+from hwopt.graph.normalize import normalize_model
+from hwopt.graph.shapes import Shapes, input_specs, random_inputs, resolve_input_shapes
+from hwopt.pipeline.artifact import Artifact, file_digest
+from hwopt.pipeline.cache import StageCache
+from hwopt.pipeline.guard import Verdict, choose, meets_accuracy
+from hwopt.pipeline.recipe import Candidate, Recipe, load_recipe, plan_recipe, predict_recipe
+from hwopt.pipeline.report import build_report, write_reports
+from hwopt.pipeline.runner import Pipeline
+from hwopt.pipeline.stages import StageContext, Step, predict
+from hwopt.runtimes import get_runtime
+
+PathLike = str | os.PathLike
+#: samples generated to judge candidates when the user gives no data at all
+RANDOM_EVAL_SAMPLES = 16
+
+
+@dataclass
+class Result:
+    """What `compress` produced: the chosen deployable file, the report, and whether budgets hold."""
+
+    out_dir: Path
+    artifact: Path | None
+    report: dict
+    recipe: Recipe
+    budget_met: bool
+    reason: str
+    report_path: Path | None = None
+    html_path: Path | None = None
+    recipe_path: Path | None = None
+    dry_run: bool = False
+    files: list[Path] = field(default_factory=list)
+
+
+def _data_digest(*paths: PathLike | None) -> str:
+    return hashlib.sha256("|".join(file_digest(Path(p)) if p else "-" for p in paths).encode()).hexdigest()
+
+
+def _load_source(model: PathLike, cache: StageCache) -> Artifact:
+    """The normalized copy of the input model, cached by the input's bytes (the input is only read)."""
+    src = Path(model)
+    proto = load_model(src)
+    bad = custom_ops(proto)
+    if bad:
+        raise HwoptError(f"model uses custom ops no runtime here implements: {', '.join(bad)}")
+
+    def run(work: Path) -> dict:
+        return Artifact(save_model(normalize_model(proto), work / "model.onnx"), meta={"stage": "load", "source": str(src)}).to_dict(work)
+
+    hits = cache.hits
+    result, entry = cache.get_or_run("load", file_digest(src), run)
+    art = Artifact.from_dict(result, entry)
+    art.meta["cached"] = cache.hits > hits
+    return art
+
+
+def _eval_set(proto: onnx.ModelProto, calib: Dataset | None, eval_ds: Dataset | None, shapes: Shapes | None) -> Dataset:
+    if eval_ds is not None:
+        return eval_ds
+    if calib is not None:
+        return calib
+    concrete = resolve_input_shapes(proto, shapes)
+    feeds = [random_inputs(proto, concrete, seed=i) for i in range(RANDOM_EVAL_SAMPLES)]
+    return Dataset({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}, None, "random inputs")
+
+
+def compress(
+    model: PathLike,
+    *,
+    target: str,
+    calib: PathLike | None = None,
+    eval: PathLike | None = None,  # noqa: A002 - the documented keyword
+    max_accuracy_drop: float = 1.0,
+    latency_ms: float | None = None,
+    out_dir: PathLike = "hwopt-out",
+    recipe: PathLike | Recipe | None = None,
+    dry_run: bool = False,
+    shapes: Shapes | None = None,
+    cache_dir: PathLike | None = None,
+    threads: int = 1,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Result:
+    """Return the fastest model for `target` within the accuracy budget, exported, verified, reported.
+
+    `max_accuracy_drop` is in points (top-1 %, or agreement % with the original without labels).
+    Every stage result is cached under `cache_dir` (default OUT_DIR/.cache): a re-run, or a run
+    after a crash, resumes and produces the same report. The input model is never modified.
+    """
+    say = log or (lambda msg: None)
+    if max_accuracy_drop < 0:
+        raise HwoptError("--max-accuracy-drop must be >= 0 (points)")
+    if latency_ms is not None and latency_ms <= 0:
+        raise HwoptError("--latency-ms must be > 0")
+    device = load_device(target)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise HwoptError(f"output {out} exists and is not a folder")
+    cache = StageCache(Path(cache_dir) if cache_dir else out / ".cache")
+    source = _load_source(model, cache)
+    proto = source.load_onnx()
+    calib_ds = load_dataset(calib, proto) if calib else None
+    eval_ds = load_dataset(eval, proto) if eval else None
+    if calib_ds is not None or eval_ds is not None:
+        ds0 = eval_ds or calib_ds
+        concrete = {s.name: (1, *ds0.inputs[s.name].shape[1:]) for s in input_specs(proto)}
+    else:
+        concrete = resolve_input_shapes(proto, shapes)
+
+    if isinstance(recipe, Recipe):
+        plan = recipe
+    elif recipe is not None:
+        plan = load_recipe(recipe)
+    else:
+        plan = plan_recipe(device, max_accuracy_drop=max_accuracy_drop, latency_ms=latency_ms, has_calib=calib_ds is not None)
+    if plan.target != device.name:
+        raise HwoptError(f"recipe is for target {plan.target}, but --target is {device.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    if dry_run:
+        predict_recipe(plan, proto, concrete)
+        path = plan.save(out / "recipe.yaml")
+        return Result(out, None, {}, plan, True, "dry run: nothing was run", recipe_path=path, dry_run=True, files=[path])
+    recipe_path = plan.save(out / "recipe.yaml")
+
+    judge = _eval_set(proto, calib_ds, eval_ds, concrete)
+    reference = run_outputs(get_runtime("onnxruntime").session(proto), judge)
+    ctx = StageContext(device, calib_ds, judge, _data_digest(calib, eval) + ("" if (calib or eval) else str(concrete)),
+                       concrete, reference, threads, say)
+    original_accuracy = accuracy_metrics(reference, judge.labels, reference)["accuracy"]
+    records, arts = [], {}
+    met_groups: set[str] = set()
+    for i, cand in enumerate(plan.candidates):
+        if progress:
+            progress(i, len(plan.candidates), cand.name)
+        rec, art = _try(cand, source, cache, ctx, plan, met_groups, say)
+        records.append(rec)
+        if art is not None:
+            arts[cand.name] = art
+            rec["accuracy_drop"] = round(original_accuracy - rec["accuracy"], 6)
+            if meets_accuracy(rec["accuracy_drop"], plan.max_accuracy_drop):
+                met_groups.add(cand.group)
+    if progress:
+        progress(len(plan.candidates), len(plan.candidates), "done")
+
+    base = _baseline(records, plan)
+    verdict = choose(records, base, plan.max_accuracy_drop, plan.latency_ms)
+    for rec in records:
+        rec["chosen"] = rec["name"] == verdict.chosen
+    files = _deploy(out, arts, base["name"], verdict.chosen)
+    chosen_art = arts[verdict.chosen]
+    layers = predict(chosen_art, chosen_art.runtime, ctx)
+    report = build_report(
+        device=device, out=out, records=records, baseline=base, verdict=verdict, files=files, source=source,
+        census_of=lambda a: census(a.load_onnx(), concrete), arts=arts, layers=layers, recipe=plan,
+        commands=_commands(model, device.name, calib, eval, plan, out, records, verdict, files["model_main"][0]),
+    )
+    rpath, hpath = write_reports(report, out, verdict)
+    return Result(out, out / report["result"]["artifact"], report, plan, verdict.budget_met, verdict.reason,
+                  rpath, hpath, recipe_path, False, [*files, recipe_path, rpath, hpath])
+
+
+def _try(cand: Candidate, source: Artifact, cache: StageCache, ctx: StageContext, plan: Recipe, met_groups: set[str],
+         say: Callable[[str], None]) -> tuple[dict, Artifact | None]:
+    """Run one candidate through steps + export + evaluate; failures become a record, not a crash."""
+    rec = {"name": cand.name, "group": cand.group, "runtime": cand.runtime, "precision": cand.precision,
+           "steps": [s.stage + (f"({', '.join(f'{k}={v}' for k, v in s.options.items() if k != 'runtime')})" if s.options else "")
+                     for s in cand.steps], "predicted_ms": cand.predicted_ms, "status": "ok", "reason": ""}
+    if cand.group in met_groups:
+        rec.update(status="skipped", reason=f"an earlier level of {cand.group} met the accuracy budget")
+        return rec, None
+    steps = [*cand.steps, Step("export", {"runtime": cand.runtime, "precision": cand.precision}),
+             Step("evaluate", {"runtime": cand.runtime, "precision": cand.precision, "measure": plan.measure})]
+    pipe = Pipeline(steps, cache, ctx)
+    say(f"candidate {cand.name}")
+    try:
+        art = pipe.run(source)
+    except HwoptError as exc:
+        rec.update(status="unavailable" if "tool missing" in str(exc) or "not available" in str(exc) else "failed",
+                   reason=str(exc))
+        rec["trace"] = pipe.trace
+        return rec, None
+    m = art.meta
+    rec.update({k: m.get(k) for k in ("accuracy", "metric", "sqnr_db", "latency_ms", "latency_source", "accuracy_runtime")})
+    rec["trace"] = pipe.trace
+    v = m.get("verification") or {}
+    rec["verification"] = {k: v.get(k) for k in ("ran", "passed", "max_abs_diff", "cosine", "reason")}
+    return rec, art
+
+
+def _baseline(records: list[dict], plan: Recipe) -> dict:
+    """The fastest float configuration of the original model (the honest reference for speedup)."""
+    names = {f"{b['runtime']}-{b.get('precision', 'fp32')}" for b in plan.baseline}
+    floats = [r for r in records if r["status"] == "ok" and r["name"] in names and r.get("latency_ms") is not None]
+    if not floats:
+        failed = [f"{r['name']}: {r['reason']}" for r in records if r["name"] in names]
+        raise HwoptError("no baseline float configuration could be exported and judged" + (f" ({failed[0]})" if failed else ""))
+    return min(floats, key=lambda r: r["latency_ms"])
+
+
+def _deploy(out: Path, arts: dict[str, Artifact], base: str, chosen: str) -> dict[str, list[Path]]:
+    """Copy the chosen (and baseline) artifact files from the cache into OUT/model and OUT/baseline."""
+    copied: dict[str, list[Path]] = {}
+    for name, folder in ((chosen, "model"), (base, "baseline")):
+        dest = out / folder
+        shutil.rmtree(dest, ignore_errors=True)
+        copied[folder] = [atomic_write_bytes(f.read_bytes(), dest / f.name) for f in arts[name].files]
+        copied[folder + "_main"] = [dest / arts[name].path.name]
+    return copied
+
+
+def _commands(model, target, calib, eval_, plan: Recipe, out: Path, records, verdict: Verdict, artifact: Path) -> list[str]:
+    """The exact command lines that reproduce this run and re-measure its result."""
+    import shlex
+
+    base = ["hwopt", "compress", str(model), "--target", target]
+    for flag, val in (("--calib", calib), ("--eval", eval_)):
+        if val:
+            base += [flag, str(val)]
+    base += ["--max-accuracy-drop", f"{plan.max_accuracy_drop:g}"]
+    if plan.latency_ms is not None:
+        base += ["--latency-ms", f"{plan.latency_ms:g}"]
+    cmds = [shlex.join([*base, "-o", str(out)]), shlex.join([*base, "--recipe", str(out / "recipe.yaml"), "-o", str(out)])]
+    chosen = next(r for r in records if r["name"] == verdict.chosen)
+    if chosen.get("latency_source") == "measured":
+        cmds.append(shlex.join(["hwopt", "bench", str(artifact), "--runtime", chosen["runtime"], "--precision", chosen["precision"]]
+                               + (["--data", str(eval_ or calib)] if (eval_ or calib) else [])))
+    return cmds
+
+
+__all__ = ["Result", "compress", "meets_accuracy"]

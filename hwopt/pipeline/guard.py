@@ -1,0 +1,49 @@
+"""The accuracy guard: which candidate to keep, and why.
+
+A candidate is eligible when its accuracy drop against the baseline stays within the budget
+(and, with a latency budget, when it is also fast enough). The fastest eligible one wins. When
+none is eligible the original model, exported in the best float configuration, is returned
+together with the reason; a budget is never broken silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: accuracy is compared with this slack (points) so float rounding of a percentage never flips a verdict
+_EPS = 1e-9
+
+
+@dataclass
+class Verdict:
+    """The guard's decision: the chosen candidate's name, whether the budgets hold, and why."""
+
+    chosen: str
+    budget_met: bool
+    reason: str
+
+
+def meets_accuracy(drop: float | None, budget: float) -> bool:
+    return drop is not None and drop <= budget + _EPS
+
+
+def choose(candidates: list[dict], baseline: dict, max_accuracy_drop: float, latency_ms: float | None) -> Verdict:
+    """Pick from evaluated `candidates` (dicts with name, accuracy_drop, latency_ms, status).
+
+    `baseline` is the fastest float configuration's record (its name is a candidate's name).
+    """
+    ok = [c for c in candidates if c.get("status") == "ok" and meets_accuracy(c.get("accuracy_drop"), max_accuracy_drop)]
+    timed = [c for c in ok if c.get("latency_ms") is not None]
+    if not timed:
+        tried = [c for c in candidates if c.get("status") == "ok"]
+        best = max(tried, key=lambda c: c.get("accuracy") or 0, default=None)
+        why = f"no candidate stayed within the {max_accuracy_drop:g}-point accuracy budget"
+        if best is not None and best["name"] != baseline["name"]:
+            why += f" (closest: {best['name']}, drop {best['accuracy_drop']:.2f})"
+        return Verdict(baseline["name"], False, why + "; returning the original model in its fastest float configuration")
+    fastest = min(timed, key=lambda c: c["latency_ms"])
+    if latency_ms is not None and fastest["latency_ms"] > latency_ms:
+        return Verdict(fastest["name"], False, f"latency budget {latency_ms:g} ms not met: the fastest candidate within the "
+                       f"accuracy budget takes {fastest['latency_ms']:.3f} ms")
+    return Verdict(fastest["name"], True, f"fastest candidate within the {max_accuracy_drop:g}-point accuracy budget"
+                   + (f" and the {latency_ms:g} ms latency budget" if latency_ms is not None else ""))

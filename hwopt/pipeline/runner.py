@@ -1,0 +1,46 @@
+"""Sequence stages over an artifact, each result cached by content (resume after a crash).
+
+    pipe = Pipeline([Step("quantize", {"runtime": "openvino"}), Step("export", {"runtime": "openvino",
+                     "precision": "int8"}), Step("evaluate", {"runtime": "openvino", "precision": "int8"})], cache, ctx)
+    result = pipe.run(source_artifact)
+
+The runner knows nothing about what stages do: it hashes the input artifact, the data and the
+options, asks the cache, and runs the stage only on a miss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from hwopt.pipeline.artifact import Artifact
+from hwopt.pipeline.cache import StageCache, cache_key
+from hwopt.pipeline.stages import StageContext, Step
+
+
+class Pipeline:
+    """An ordered list of steps run with one cache and one context."""
+
+    def __init__(self, steps: list[Step], cache: StageCache, ctx: StageContext):
+        self.steps = steps
+        self.cache = cache
+        self.ctx = ctx
+        self.trace: list[dict] = []  # one entry per step run: stage, options, cache hit or not
+
+    def run(self, art: Artifact) -> Artifact:
+        for step in self.steps:
+            art = self.run_step(step, art)
+        return art
+
+    def run_step(self, step: Step, art: Artifact) -> Artifact:
+        options, fn = step.build()
+        opts = asdict(options)
+        key = cache_key(step.stage, [art.digest, self.ctx.data_digest], {**opts, "target": self.ctx.device.name})
+        hits = self.cache.hits
+
+        def run(work: Path) -> dict:
+            return fn(art, options, self.ctx, work).to_dict(work)
+
+        result, entry = self.cache.get_or_run(step.stage, key, run)
+        self.trace.append({"stage": step.stage, "options": opts, "cached": self.cache.hits > hits, "entry": entry.name})
+        return Artifact.from_dict(result, entry)

@@ -1,0 +1,197 @@
+"""The pipeline's stages: each is `Artifact -> Artifact` with its own options dataclass.
+
+A stage reads its input artifact and the shared `StageContext` (target, data sets, reference
+outputs) and writes its files into the folder it is given; the runner caches the result. Stages
+never call each other. The heavy lifting lives in the feature packages (hwopt.pruning,
+hwopt.quant, hwopt.exporters, hwopt.latency); a stage only adapts their APIs to artifacts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hwopt.data import Dataset, accuracy_metrics, run_outputs
+from hwopt.devices import DeviceProfile
+from hwopt.errors import HwoptError
+from hwopt.graph.load import save_model
+from hwopt.graph.shapes import Shapes
+from hwopt.pipeline.artifact import Artifact
+from hwopt.runtimes import get_runtime, time_session
+
+
+@dataclass
+class StageContext:
+    """What every stage may read: the target, the data, and the original model's outputs."""
+
+    device: DeviceProfile
+    calib: Dataset | None
+    eval: Dataset  # the data every candidate is judged on (eval data, else calib, else random inputs)
+    data_digest: str
+    shapes: Shapes
+    reference: list[np.ndarray]  # the original model's outputs on `eval`, run by onnxruntime
+    threads: int = 1
+    log: Callable[[str], None] = lambda msg: None
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """Structured channel pruning (hwopt.pruning)."""
+
+    ratio: float = 0.25
+    criterion: str = "l1"
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """int8 post-training quantization in `runtime`'s QDQ scheme (hwopt.quant).
+
+    `max_accuracy_drop` turns on mixed precision: the most sensitive layers stay float until the
+    drop is met (the strongest fallback before giving up on int8).
+    """
+
+    runtime: str
+    method: str = "minmax"
+    reconstruct: str = "none"
+    bias_correction: bool = False
+    max_accuracy_drop: float | None = None
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Export for `runtime` at `precision`, verified against the stage's input model."""
+
+    runtime: str
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """Accuracy on the eval data and latency (measured on a runtime here, else predicted)."""
+
+    runtime: str
+    precision: str = "fp32"
+    measure: bool = True
+    warmup: int = 5
+    runs: int = 30
+    eval_limit: int | None = None
+
+
+def prune(art: Artifact, opts: PruneOptions, ctx: StageContext, work: Path) -> Artifact:
+    from hwopt.pruning import prune_model
+
+    if ctx.calib is None and opts.criterion == "obs":
+        raise HwoptError("OBS pruning needs calibration data (--calib)")
+    result = prune_model(art.load_onnx(), opts.ratio, criterion=opts.criterion, calib=ctx.calib, target=ctx.device)
+    out = save_model(result.model, work / "model.onnx")
+    return Artifact(out, meta={"stage": "prune", "ratio": opts.ratio, "criterion": opts.criterion})
+
+
+def quantize(art: Artifact, opts: QuantizeOptions, ctx: StageContext, work: Path) -> Artifact:
+    from hwopt.quant.api import quantize as run_quantize
+
+    if ctx.calib is None:
+        raise HwoptError("int8 candidates need calibration data: pass --calib DATA")
+    labeled = ctx.eval if ctx.eval.labels is not None else None
+    res = run_quantize(
+        art.load_onnx(), ctx.calib, target=ctx.device, runtime=opts.runtime, method=opts.method,
+        reconstruct=opts.reconstruct, bias_correction=opts.bias_correction, eval=labeled,
+        max_accuracy_drop=opts.max_accuracy_drop, measure_latency=False,
+    )
+    out = save_model(res.model, work / "model.onnx")
+    meta = {"stage": "quantize", "runtime": opts.runtime, "method": opts.method, "reconstruct": opts.reconstruct,
+            "float_layers": res.report.get("float_layers", [])}
+    return Artifact(out, precision="int8", meta=meta)
+
+
+def export(art: Artifact, opts: ExportOptions, ctx: StageContext, work: Path) -> Artifact:
+    from hwopt.exporters import export as run_export
+
+    res = run_export(art.load_onnx(), opts.runtime, work, target=ctx.device, precision=opts.precision, calib=ctx.calib,
+                     shapes=ctx.shapes, log=ctx.log)
+    v = res.verification
+    if v.ran and not v.passed:
+        raise HwoptError(f"{opts.runtime} {opts.precision} export does not match its ONNX model "
+                         f"(max abs diff {v.max_abs_diff}, cosine {v.cosine}): {v.reason or 'outputs differ'}")
+    return Artifact(res.artifact, opts.runtime, opts.precision, list(res.files), onnx_path=art.onnx_path or art.path,
+                    meta={"stage": "export", "verification": v.to_dict(), "notes": res.notes, "checks": res.checks})
+
+
+def evaluate(art: Artifact, opts: EvaluateOptions, ctx: StageContext, work: Path) -> Artifact:
+    """Judge the artifact on the runtime it is for; record accuracy and latency in its meta."""
+    from hwopt.exporters.sessions import open_artifact
+
+    here = get_runtime(opts.runtime).available() if opts.runtime in ("onnxruntime", "openvino", "litert", "tensorrt") else False
+    onnx_inputs = list(ctx.eval.inputs)
+    out_shapes = [r.shape[1:] for r in ctx.reference]
+    if here:
+        session = open_artifact(opts.runtime, art.path, opts.precision, onnx_inputs=onnx_inputs, output_shapes=out_shapes,
+                                threads=ctx.threads)
+        accuracy_runtime = opts.runtime
+    else:  # e.g. TensorRT without a GPU: judge accuracy on the same ONNX with onnxruntime, say so
+        session = get_runtime("onnxruntime").session(art.onnx_path or art.path, threads=ctx.threads)
+        accuracy_runtime = "onnxruntime (proxy)"
+    ds = ctx.eval if opts.eval_limit is None else ctx.eval.subset(opts.eval_limit)
+    outs = run_outputs(session, ds)
+    ref = [r[: len(ds)] for r in ctx.reference]
+    metrics = accuracy_metrics(outs, ds.labels, ref)
+    meta = dict(art.meta)
+    meta.update({"accuracy": metrics["accuracy"], "metric": metrics["metric"], "sqnr_db": metrics.get("sqnr_db"),
+                 "accuracy_runtime": accuracy_runtime, "eval_samples": len(ds)})
+    if opts.measure and here and ctx.device.present_here:
+        feeds = next(ds.batches(1))
+        times = time_session(session, feeds, warmup=opts.warmup, runs=opts.runs)
+        meta.update({"latency_ms": float(np.median(times)), "latency_source": "measured", "latency_runs": opts.runs})
+    else:
+        pred = predict(art, opts.runtime, ctx)
+        meta.update({"latency_ms": pred.latency_ms if pred else None, "latency_source": "predicted",
+                     "latency_note": "" if pred else "no latency table for this target and runtime"})
+    return Artifact(art.path, art.runtime, art.precision, art.files, art.onnx_path, meta)
+
+
+def predict(art: Artifact, runtime: str, ctx: StageContext):
+    """hwopt.latency's prediction for the artifact's ONNX form on the target (None if no table).
+
+    A LiteRT int8 file is quantized inside the TFLite converter, so its ONNX form is float;
+    the prediction then reads an int8 QDQ stand-in made with the LiteRT scheme.
+    """
+    from hwopt.latency.predict import predict_latency
+
+    model = art.load_onnx()
+    if art.precision == "int8" and runtime == "litert" and ctx.calib is not None:
+        from hwopt.exporters import is_quantized, quantize_for_runtime
+
+        if not is_quantized(model):
+            model = quantize_for_runtime(model, ctx.calib, "litert", ctx.device)
+    try:
+        return predict_latency(model, ctx.device, runtime, ctx.shapes)
+    except HwoptError:
+        return None
+
+
+STAGES: dict[str, tuple[type, Callable[[Artifact, object, StageContext, Path], Artifact]]] = {
+    "prune": (PruneOptions, prune),
+    "quantize": (QuantizeOptions, quantize),
+    "export": (ExportOptions, export),
+    "evaluate": (EvaluateOptions, evaluate),
+}
+
+
+@dataclass
+class Step:
+    """One stage with its options, as written in a recipe."""
+
+    stage: str
+    options: dict = field(default_factory=dict)
+
+    def build(self) -> tuple[object, Callable]:
+        if self.stage not in STAGES:
+            raise HwoptError(f"unknown stage {self.stage!r} in recipe; stages are {', '.join(STAGES)}")
+        cls, fn = STAGES[self.stage]
+        try:
+            return cls(**self.options), fn
+        except TypeError as exc:
+            raise HwoptError(f"bad options for stage {self.stage}: {exc}") from None

@@ -1,0 +1,256 @@
+"""Post-training quantization: plan which tensors to quantize, calibrate once, emit QDQ.
+
+The three steps are separate so that sensitivity analysis and mixed precision can re-emit the
+same model many times with different layers kept in float without re-running calibration:
+`plan_quantization` (graph only) -> `calibrate_plan` (streams data once) -> `emit` (cheap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from hwopt.data import Dataset
+from hwopt.errors import HwoptError
+from hwopt.graph.shapes import infer_shapes, input_specs, resolve_input_shapes, value_dtypes
+from hwopt.quant.calibrate import Statistics, collect_statistics
+from hwopt.quant.qdq import QuantRecord, activation_record, check_bits, insert_qdq, weight_axis, weight_record
+from hwopt.quant.schemes import FUSED_ACTIVATIONS, WEIGHTED_OPS, Scheme
+
+#: ops a detector tail passes its concatenated output through on the way to a graph output
+_TAIL_PASSTHROUGH = frozenset({"Reshape", "Transpose", "Sigmoid", "Softmax", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Cast"})
+#: concat inputs whose calibrated ranges differ more than this share no useful int8 scale
+TAIL_RANGE_RATIO = 8.0
+
+
+@dataclass
+class QuantPlan:
+    """What can be quantized in a (normalized, float) model under one scheme."""
+
+    model: onnx.ModelProto
+    scheme: Scheme
+    weights: dict[str, tuple[str, int | None]]  # weighted node -> (weight initializer, per-channel axis)
+    activations: dict[str, set[str]]  # tensor -> nodes whose quantization asks for it
+    order: list[str]  # weighted nodes in topological order
+    user_excluded: set[str] = field(default_factory=set)
+
+    @property
+    def layers(self) -> list[str]:
+        return [n for n in self.order if n not in self.user_excluded]
+
+
+def feasible_batch(model: onnx.ModelProto, wanted: int = 16) -> int:
+    """Largest batch the model accepts (1 when any input has a fixed batch dim of 1)."""
+    dynamic = all(s.dims and not isinstance(s.dims[0], int) for s in input_specs(model))
+    return wanted if dynamic else 1
+
+
+def plan_quantization(
+    model: onnx.ModelProto,
+    scheme: Scheme,
+    *,
+    exclude_nodes: list[str] = (),
+    exclude_ops: list[str] = (),
+    keep_first_last: bool = False,
+) -> QuantPlan:
+    """Find the weighted nodes and activation tensors the scheme quantizes."""
+    nodes = {n.name: n for n in model.graph.node}
+    unknown = sorted(set(exclude_nodes) - set(nodes))
+    if unknown:
+        raise HwoptError(f"--exclude names node(s) not in the model: {', '.join(unknown[:5])}")
+    inits = {t.name: t for t in model.graph.initializer}
+    dtypes = value_dtypes(infer_shapes(model, resolve_input_shapes(model)))
+    is_float = lambda t: dtypes.get(t) == TensorProto.FLOAT and t not in inits  # noqa: E731
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    weights: dict[str, tuple[str, int | None]] = {}
+    order: list[str] = []
+    for n in model.graph.node:
+        if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in inits and is_float(n.input[0]):
+            if inits[n.input[1]].data_type == TensorProto.FLOAT:
+                weights[n.name] = (n.input[1], weight_axis(n, 1))
+                order.append(n.name)
+    excluded = set(exclude_nodes) | {n.name for n in model.graph.node if n.op_type in set(exclude_ops)}
+    if keep_first_last and order:
+        excluded |= {order[0], order[-1]}
+
+    acts: dict[str, set[str]] = {}
+    for n in model.graph.node:
+        if n.name in weights:
+            acts.setdefault(n.input[0], set()).add(n.name)
+            if scheme.quantize_outputs:
+                acts.setdefault(_output_after_activation(n, consumers), set()).add(n.name)
+        elif n.op_type in scheme.activation_ops or scheme.all_tensors:
+            for t in n.input:
+                if is_float(t):
+                    acts.setdefault(t, set()).add(n.name)
+            if scheme.all_tensors:
+                for t in n.output:
+                    if is_float(t):
+                        acts.setdefault(t, set()).add(n.name)
+    acts = {t: users for t, users in acts.items() if is_float(t)}
+    return QuantPlan(model, scheme, weights, acts, order, excluded)
+
+
+def _output_after_activation(node: onnx.NodeProto, consumers: dict) -> str:
+    """A weighted op's output, or that of the activation function it alone feeds."""
+    out = node.output[0]
+    users = consumers.get(out, [])
+    if len(users) == 1 and users[0].op_type in FUSED_ACTIVATIONS:
+        return users[0].output[0]
+    return out
+
+
+def calibrate_plan(plan: QuantPlan, calib: Dataset, method: str = "minmax", *, limit: int | None = 512) -> Statistics:
+    """Stream the calibration data once for every tensor the plan may quantize."""
+    means = [plan.model.graph.node[i].input[0] for i, n in enumerate(plan.model.graph.node) if n.name in plan.weights]
+    return collect_statistics(plan.model, sorted(plan.activations), calib, method,
+                              mean_tensors=means, batch_size=feasible_batch(plan.model), limit=limit)
+
+
+def float_tails(plan: QuantPlan, stats: Statistics) -> set[str]:
+    """Concats that feed a graph output and join tensors of very different ranges (detector heads
+    joining boxes and scores), plus the ops between them and the output: these stay float."""
+    g = plan.model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    tails: set[str] = set()
+    for out in g.output:
+        path: list[onnx.NodeProto] = []
+        node = producer.get(out.name)
+        while node is not None and node.op_type in _TAIL_PASSTHROUGH:
+            path.append(node)
+            node = producer.get(node.input[0])
+        if node is None or node.op_type != "Concat":
+            continue
+        spans = [max(abs(c.lo), abs(c.hi)) for t in node.input if (c := stats.calibrators.get(t)) is not None]
+        if len(spans) > 1 and max(spans) > TAIL_RANGE_RATIO * max(min(spans), 1e-12):
+            tails |= {node.name} | {p.name for p in path}
+    return tails
+
+
+def emit(
+    plan: QuantPlan,
+    stats: Statistics,
+    *,
+    wbits: int = 8,
+    abits: int = 8,
+    float_nodes: set[str] = frozenset(),
+    bias_correction: bool = False,
+    layer_bits: dict[str, tuple[int, int]] | None = None,
+) -> onnx.ModelProto:
+    """The QDQ model with `float_nodes` (plus user exclusions) kept in float.
+
+    `layer_bits` overrides (wbits, abits) per weighted node for mixed bit-widths.
+    """
+    check_bits(wbits, "weight bits")
+    check_bits(abits, "activation bits")
+    keep = set(float_nodes) | plan.user_excluded
+    layer_bits = layer_bits or {}
+    model = onnx.ModelProto()
+    model.CopyFrom(plan.model)
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    scheme = plan.scheme.runtime
+    records: list[QuantRecord] = []
+
+    users_of_weight: dict[str, set[str]] = {}
+    for node, (w, _) in plan.weights.items():
+        users_of_weight.setdefault(w, set()).add(node)
+    done: set[str] = set()
+    for node, (w, axis) in plan.weights.items():
+        if node in keep or w in done or users_of_weight[w] & keep:
+            continue
+        done.add(w)
+        bits = layer_bits.get(node, (wbits, abits))[0]
+        arr = numpy_helper.to_array(inits[w])
+        rec = weight_record(w, arr, bits, axis, scheme=scheme)
+        records.append(rec)
+        if bias_correction:
+            _correct_bias(model, nodes[node], arr, rec.dequantized(), stats)
+
+    _fold_relus(model, plan, keep)
+    for tensor, users in sorted(plan.activations.items()):
+        active = users - keep
+        if not active:
+            continue
+        bits = min(layer_bits.get(u, (wbits, abits))[1] for u in active)
+        lo, hi = stats.calibrators[tensor].range(bits, plan.scheme.activation_symmetric)
+        records.append(activation_record(tensor, lo, hi, bits, plan.scheme.activation_symmetric, scheme=scheme))
+    return insert_qdq(model, records, float_nodes=keep)
+
+
+def _fold_relus(model: onnx.ModelProto, plan: QuantPlan, keep: set[str]) -> None:
+    """Drop a Relu between a weighted op and its (asymmetric) output quantization.
+
+    Q with the range [0, hi] has zero point qmin, so it already maps every negative value to 0:
+    Q(conv) == Q(relu(conv)). Removing the Relu is exact and lets runtimes fuse DQ->Conv->Q into
+    one integer kernel, as onnxruntime's own quantizer does. The weighted op takes over the
+    Relu's output name, whose calibrated range already starts at 0."""
+    if plan.scheme.activation_symmetric:
+        return
+    g = model.graph
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+    producer = {o: n for n in g.node for o in n.output}
+    drop: set[str] = set()
+    for tensor, users in plan.activations.items():
+        relu = producer.get(tensor)
+        if relu is None or relu.op_type != "Relu" or not (users - keep) or tensor in outputs:
+            continue
+        src = producer.get(relu.input[0])
+        if src is None or src.name not in plan.weights or src.name in keep or len(consumers.get(relu.input[0], [])) != 1:
+            continue
+        if any(c.name in keep for c in consumers.get(tensor, [])) or relu.input[0] in outputs:
+            continue
+        src.output[0] = tensor
+        drop.add(relu.name)
+    if drop:
+        kept = [n for n in g.node if n.name not in drop]
+        del g.node[:]
+        g.node.extend(kept)
+
+
+def _correct_bias(model: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, wq: np.ndarray, stats: Statistics) -> None:
+    """Remove the mean output shift the weight rounding causes: b -= E[(Wq - W) x].
+
+    E[x] per input channel comes from calibration (empirical bias correction); only Conv and
+    2-D Gemm, where the channel axis of the input is axis 1."""
+    cm = stats.channel_means.get(node.input[0])
+    mean = cm.mean if cm is not None else None
+    if mean is None:
+        return
+    dw = (wq - w).astype(np.float64)
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Conv":
+        groups = int(attrs.get("group", 1))
+        cout, cin_g = dw.shape[:2]
+        if mean.shape[0] != cin_g * groups:
+            return
+        per = dw.reshape(cout, cin_g, -1).sum(axis=2)  # [Cout, Cin/g]
+        mx = mean.reshape(groups, cin_g)[np.arange(cout) // (cout // groups)]
+        delta = (per * mx).sum(axis=1)
+    elif node.op_type == "Gemm" and not attrs.get("transA", 0):
+        delta = dw @ mean if attrs.get("transB", 0) else mean @ dw
+    else:
+        return
+    inits = {t.name: t for t in model.graph.initializer}
+    if len(node.input) > 2 and node.input[2]:
+        b = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
+        if b.shape != delta.shape:
+            return
+        inits[node.input[2]].CopyFrom(numpy_helper.from_array((b - delta).astype(np.float32), node.input[2]))
+    else:
+        name = f"{node.name}_bias_corrected"
+        model.graph.initializer.append(numpy_helper.from_array((-delta).astype(np.float32), name))
+        while len(node.input) < 3:
+            node.input.append("")
+        node.input[2] = name
