@@ -222,11 +222,12 @@ def _absorb_anchor_followers(g, rule, node, dtype, covered, fused) -> str:
             covered.append(users[0])
             fused.append("Add")
             out = users[0].output[0]
-    act = _activation_at(g, out, rule.acts)
-    if act:
+    while act := _activation_at(g, out, rule.acts):
         fused.append(act[0])
         covered.extend(act[1])
         out = act[2]
+        if not rule.eltwise_chains:  # only runtimes with pointwise-chain fusion take a second one
+            break
     return out
 
 

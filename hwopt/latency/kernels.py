@@ -131,6 +131,11 @@ class Kernel:
         w = prod(self.weight) if self.weight is not None else 0
         return float(size * (act + w))
 
+    @cached_property
+    def io_bytes(self) -> float:
+        """Activation bytes in and out: what an isolated measurement pays to copy or re-layout."""
+        return float(DTYPE_BYTES.get(self.dtype, 4) * (sum(prod(s) for s in self.inputs) + prod(self.output or (0,))))
+
     def features(self) -> list[float]:
         """Numeric features for the learned predictor (log scales: costs span five decades)."""
         x = self.inputs[0] if self.inputs else ()

@@ -28,7 +28,7 @@ from hwopt.graph.shapes import random_inputs, resolve_input_shapes
 from hwopt.latency.analytical import fit_roofline, kernels_ms
 from hwopt.latency.builders import GraphBuilder
 from hwopt.latency.fusion import extract_kernels
-from hwopt.latency.kernels import Kernel
+from hwopt.latency.kernels import DTYPE_BYTES, Kernel
 from hwopt.latency.predictor import train_predictor
 from hwopt.latency.table import LatencyTable
 from hwopt.runtimes import get_runtime
@@ -38,6 +38,7 @@ CHANNELS = [8, 16, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512
 RESOLUTIONS = [4, 7, 8, 14, 16, 28, 32, 56, 64, 112]
 ACTS = [None, "Relu", "Relu", "Relu6", "HardSwish", "Swish", "Sigmoid"]
 MAX_MACS = 60e6  # keeps one sample under a few ms at one thread
+MIN_BLOCK_MS = 0.02  # blocks faster than this are timer noise and dispatch: they would skew the composition fit
 
 
 @dataclass
@@ -139,9 +140,10 @@ def samples(seed: int, precisions: list[str]) -> Iterator[Sample]:
 
 
 def measure(session: Session, feeds: dict[str, np.ndarray], *, target_ms: float = 60.0) -> float:
-    """Robust per-run ms: warm up, then time enough runs for ~target_ms, return the 20th percentile.
+    """Robust per-run ms: warm up, time enough runs for ~target_ms, return the fastest run.
 
-    A low percentile, not the mean: on a shared machine, other processes only ever add time.
+    The minimum, not the mean or median: on a shared machine other processes only ever add time,
+    and with a load of several processes per core even the median is mostly someone else's work.
     """
     for _ in range(3):
         session.run(feeds)
@@ -149,12 +151,12 @@ def measure(session: Session, feeds: dict[str, np.ndarray], *, target_ms: float 
     session.run(feeds)
     first = (time.perf_counter() - t0) * 1e3
     runs = int(np.clip(target_ms / max(first, 1e-3), 10, 200))
-    times = np.empty(runs)
-    for i in range(runs):
+    best = first
+    for _ in range(runs):
         t0 = time.perf_counter()
         session.run(feeds)
-        times[i] = (time.perf_counter() - t0) * 1e3
-    return float(np.percentile(times, 20))
+        best = min(best, (time.perf_counter() - t0) * 1e3)
+    return best
 
 
 def measure_model(model: onnx.ModelProto, runtime: str, *, threads: int = 1, shapes=None) -> float:
@@ -179,9 +181,11 @@ def profile_table(
     precisions: tuple[str, ...] = ("fp32", "int8"),
     threads: int = 1,
     seed: int = 0,
+    max_samples: int | None = None,
     on_progress: Callable[[float, int], None] | None = None,
 ) -> LatencyTable:
-    """Measure kernels for `budget_min` minutes (resuming a partial run) and write table + predictor."""
+    """Measure kernels for `budget_min` minutes or `max_samples` samples, whichever ends first
+    (resuming a partial run), then write the table and its predictor."""
     dev = target if isinstance(target, DeviceProfile) else load_device(target)
     if not dev.present_here:
         raise HwoptError(f"target {dev.name} is not present here (present_here: false); it can only be predicted")
@@ -205,7 +209,7 @@ def profile_table(
             log.write(json.dumps({"sid": 0, "kind": "overhead", "ms": ms}) + "\n")
             overheads.append(ms)
         for sample in samples(seed, list(precisions)):
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (max_samples is not None and len(done) >= max_samples):
                 break
             if sample.sid in done:
                 continue
@@ -254,7 +258,7 @@ def build_table(dev: DeviceProfile, runtime: str, records, overhead_ms: float, *
         if len(ks) == 1:
             singles.setdefault(ks[0].key, []).append(net)
             kernels[ks[0].key] = ks[0]
-        else:
+        elif net >= MIN_BLOCK_MS:
             blocks.append((ks, net))
     if len(kernels) < 10:
         raise HwoptError(f"only {len(kernels)} kernels measured; give the profile a larger --budget-min")
@@ -273,7 +277,7 @@ def build_table(dev: DeviceProfile, runtime: str, records, overhead_ms: float, *
             "date": dt.date.today().isoformat(),
             "threads": threads,
             "precisions": precisions,
-            "statistic": "20th percentile of per-run wall time minus the per-inference overhead",
+            "statistic": "fastest of 10-200 runs, minus the per-inference overhead",
             "single_kernels": len(keys),
             "blocks": len(blocks),
         },
@@ -281,36 +285,35 @@ def build_table(dev: DeviceProfile, runtime: str, records, overhead_ms: float, *
     for k, m in zip(klist, ms):
         table.add(k, m)
     if blocks:
-        table.compose_scale, table.compose_offset_ms, fit = _fit_composition(blocks, table, dev, predictor)
-        table.provenance["composition"] = fit
+        table.provenance["composition"] = _fit_composition(blocks, table, dev, predictor)
     return table
 
 
-def _fit_composition(blocks, table: LatencyTable, dev: DeviceProfile, predictor) -> tuple[float, float, dict]:
-    """Fit block_ms = scale * sum(isolated estimates) - offset * n_kernels, in relative error.
+def _fit_composition(blocks, table: LatencyTable, dev: DeviceProfile, predictor) -> dict:
+    """Fit block_ms = scale * sum(isolated) - per_byte * (sum of kernel I/O bytes - block I/O bytes).
 
-    Isolated kernels pay their own input/output copies and layout reorders; inside a model those
-    happen once, so the per-kernel offset is what a model does not pay per kernel.
+    An isolated kernel pays the layout reorder and copy of its own input and output; inside a
+    block only the block's outer input and output are paid, so the inner bytes are what to take off.
     """
-    per_block = []
+    per_block, inner = [], []
     for ks, _ in blocks:
         known = [table.entries.get(k.key) for k in ks]
-        todo = [k for k, v in zip(ks, known) if v is None]
-        learned = [k for k in todo if predictor.covers(k)]
+        learned = [k for k, v in zip(ks, known) if v is None and predictor.covers(k)]
         guessed = dict(zip([k.key for k in learned], predictor.predict(learned, dev, table.roofline))) if learned else {}
         per_block.append(np.array([
             v if v is not None else guessed.get(k.key) or float(kernels_ms([k], dev, table.roofline)[0])
             for k, v in zip(ks, known)
         ]))
+        outer = DTYPE_BYTES.get(ks[0].dtype, 4) * (np.prod(ks[0].inputs[0]) + np.prod(ks[-1].output))
+        inner.append(sum(k.io_bytes for k in ks) - outer)
     e = np.array([b.sum() for b in per_block])
-    c = np.array([len(b) for b in per_block], float)
+    d = np.array(inner, float)
     m = np.array([net for _, net in blocks])
-    a = np.column_stack([e / m, -c / m])
-    (scale, offset), *_ = np.linalg.lstsq(a, np.ones(len(m)), rcond=None)
-    if offset < 0 or scale <= 0:  # fall back to a pure scale when the offset is not supported by the data
-        scale, offset = float(np.median(m / e)), 0.0
-    table.compose_scale, table.compose_offset_ms = float(scale), float(offset)
-    pred = np.array([table.in_model_ms(b).sum() for b in per_block])
-    s = {"scale": round(float(scale), 4), "offset_ms": round(float(offset), 5), "blocks": len(m),
-         "block_mean_abs_rel_error": round(float(np.mean(np.abs(pred / m - 1))), 4)}
-    return float(scale), float(offset), s
+    (scale, per_byte), *_ = np.linalg.lstsq(np.column_stack([e / m, -d / m]), np.ones(len(m)), rcond=None)
+    if per_byte < 0 or scale <= 0:  # the data do not support a reorder term: a pure scale
+        scale, per_byte = float(np.median(m / e)), 0.0
+    table.compose_scale, table.compose_ms_per_byte = float(scale), float(per_byte)
+    pred = np.array([table.in_model_ms(b, np.array([k.io_bytes for k in ks])).sum()
+                     for b, (ks, _) in zip(per_block, blocks)])
+    return {"scale": round(float(scale), 4), "ms_per_MB": round(float(per_byte) * 1e6, 4), "blocks": len(m),
+            "block_mean_abs_rel_error": round(float(np.mean(np.abs(pred / m - 1))), 4)}

@@ -20,7 +20,7 @@ import numpy as np
 from hwopt.devices import DeviceProfile, load_device
 from hwopt.errors import HwoptError
 from hwopt.graph.load import atomic_write_text
-from hwopt.nas.evolution import EvolutionSettings, _biased_random, check_budget, evolve, latency_range
+from hwopt.nas.evolution import EvolutionSettings, spread_sample, check_budget, evolve, latency_range
 from hwopt.nas.genes import AdditiveLatency, sizes
 from hwopt.nas.latency_cache import cached_latency_model
 from hwopt.nas.plot import pareto_plot
@@ -86,6 +86,14 @@ def _runtime_for(dev: DeviceProfile, runtime: str | None) -> str:
     return rt
 
 
+def sample_subnets(space, count: int, seed: int = 0) -> np.ndarray:
+    """Distinct subnets for the predictor: the smallest, the largest, and a spread in between."""
+    n = sizes(space.genes)
+    rng = np.random.default_rng(seed)
+    rows = np.concatenate([np.zeros((1, len(n)), np.int64), (n - 1)[None], spread_sample(rng, n, max(count - 2, 0))])
+    return np.unique(space.canonical(rows), axis=0)
+
+
 def search(
     model: PathLike | None = None,
     *,
@@ -138,10 +146,7 @@ def search(
             check_budget(genes, lat_models[dev.name], b, f" on {dev.name}/{rt}")
 
     say(f"measuring {n_subnets} subnets for the accuracy predictor")
-    rng = np.random.default_rng(seed)
-    n = sizes(genes)
-    sample = np.concatenate([np.zeros((1, len(n)), np.int64), (n - 1)[None], _biased_random(rng, n, n_subnets - 2)])
-    sample = np.unique(problem.space.canonical(sample), axis=0)
+    sample = sample_subnets(problem.space, n_subnets, seed)
     configs = [problem.space.decode(r) for r in sample]
     cache = MeasurementCache(out / "measurements.json", tag=problem.cache_tag)
     acc = measure_subnets(configs, problem.accuracy, cache)

@@ -48,11 +48,16 @@ class EvolutionResult:
     evaluated: int = 0  # subnets scored by the predictor
 
 
-def latency_range(genes: list[Gene], latency: Scorer) -> tuple[float, float]:
-    """Predicted latency of the cheapest and of the most expensive subnet (choice 0 / last everywhere)."""
+def latency_range(genes: list[Gene], latency: Scorer, seed: int = 0) -> tuple[float, float]:
+    """Smallest and largest predicted latency in the space.
+
+    Taken over the all-cheapest and all-largest subnets plus a spread sample, because a latency
+    predictor need not be monotone in every choice.
+    """
     n = sizes(genes)
-    lo, hi = latency(np.stack([np.zeros_like(n), n - 1]))
-    return float(lo), float(hi)
+    rows = np.concatenate([np.zeros((1, len(n)), np.int64), (n - 1)[None], spread_sample(np.random.default_rng(seed), n, 2000)])
+    ms = latency(rows)
+    return float(ms.min()), float(ms.max())
 
 
 def check_budget(genes: list[Gene], latency: Scorer, budget_ms: float, where: str = "") -> None:
@@ -66,7 +71,7 @@ def check_budget(genes: list[Gene], latency: Scorer, budget_ms: float, where: st
         )
 
 
-def _biased_random(rng: np.random.Generator, n: np.ndarray, count: int) -> np.ndarray:
+def spread_sample(rng: np.random.Generator, n: np.ndarray, count: int) -> np.ndarray:
     """Random subnets spread from small to large: each row draws its own size level.
 
     Uniform sampling concentrates around medium subnets, so tight budgets would reject almost every
@@ -113,7 +118,7 @@ def evolve(
     n_cross = settings.population - n_par - n_mut
 
     cheapest = np.zeros((1, len(n)), dtype=np.int64)
-    pop = _fill(lambda c: _biased_random(rng, n, c), latency, budget_ms, settings.population)
+    pop = _fill(lambda c: spread_sample(rng, n, c), latency, budget_ms, settings.population)
     if len(pop) < settings.population:  # budget so tight that random draws rarely fit: pad with the cheapest
         pop = np.concatenate([pop.reshape(-1, len(n)), np.repeat(cheapest, settings.population - len(pop), 0)])
     pop = canon(pop)

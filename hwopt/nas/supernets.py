@@ -118,7 +118,9 @@ def train_registered(name: str, out: str | os.PathLike | None = None, *, seed: i
     buf = io.BytesIO()
     state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
     torch.save({"spec": entry.spec.to_dict(), "state_dict": state, "meta": meta}, buf)
-    return atomic_write_bytes(buf.getvalue(), Path(out) if out else entry.weights)
+    path = atomic_write_bytes(buf.getvalue(), Path(out) if out else entry.weights)
+    path.chmod(0o644)  # a bundled data file, readable by everyone like the rest of the package
+    return path
 
 
 def _main(argv: list[str]) -> int:

@@ -92,17 +92,10 @@ def _identity_model() -> onnx.ModelProto:
 
 
 def make_timer(device: DeviceProfile, runtime: str, source: str = "auto"):
-    """`predicted`, `measured` (targets present here), or `auto`: predicted, else measured if the
-    target's latency table is missing and the target is this machine."""
-    if source == "measured":
-        return MeasuredTimer(device, runtime)
-    if source not in ("predicted", "auto"):
+    """`predicted` (hwopt.latency), `measured` (targets present here), or `auto`: measured when the
+    target is this machine (real numbers beat any table), predicted otherwise."""
+    if source not in ("predicted", "measured", "auto"):
         raise HwoptError(f"latency source must be auto, predicted or measured, not {source!r}")
-    timer = PredictedTimer(device, runtime)
-    try:
-        timer.overhead_ms()
-    except HwoptError:
-        if source == "auto" and device.present_here:
-            return MeasuredTimer(device, runtime)
-        raise
-    return timer
+    if source == "measured" or (source == "auto" and device.present_here):
+        return MeasuredTimer(device, runtime)
+    return PredictedTimer(device, runtime)

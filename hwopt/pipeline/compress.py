@@ -18,14 +18,14 @@ import numpy as np
 import onnx
 
 from hwopt.data import Dataset, accuracy_metrics, load_dataset, run_outputs
-from hwopt.devices import load_device
+from hwopt.devices import DeviceProfile, load_device
 from hwopt.errors import HwoptError
 from hwopt.graph.census import census
 from hwopt.graph.load import atomic_write_bytes, custom_ops, load_model, save_model
 from hwopt.graph.normalize import normalize_model
 from hwopt.graph.shapes import Shapes, input_specs, random_inputs, resolve_input_shapes
 from hwopt.pipeline.artifact import Artifact, file_digest
-from hwopt.pipeline.cache import StageCache
+from hwopt.pipeline.cache import StageCache, cache_key
 from hwopt.pipeline.guard import Verdict, choose, meets_accuracy
 from hwopt.pipeline.recipe import Candidate, Recipe, load_recipe, plan_recipe, predict_recipe
 from hwopt.pipeline.report import build_report, write_reports
@@ -71,7 +71,7 @@ def _load_source(model: PathLike, cache: StageCache) -> Artifact:
         return Artifact(save_model(normalize_model(proto), work / "model.onnx"), meta={"stage": "load", "source": str(src)}).to_dict(work)
 
     hits = cache.hits
-    result, entry = cache.get_or_run("load", file_digest(src), run)
+    result, entry = cache.get_or_run("load", cache_key("load", [file_digest(src)], {}), run)
     art = Artifact.from_dict(result, entry)
     art.meta["cached"] = cache.hits > hits
     return art
@@ -165,8 +165,8 @@ def compress(
     if progress:
         progress(len(plan.candidates), len(plan.candidates), "done")
 
-    base = _baseline(records, plan)
-    verdict = choose(records, base, plan.max_accuracy_drop, plan.latency_ms)
+    base = _baseline(records, plan, device)
+    verdict = choose(records, base, plan.max_accuracy_drop, plan.latency_ms, prefer=lambda r: _preference(r, device))
     for rec in records:
         rec["chosen"] = rec["name"] == verdict.chosen
     files = _deploy(out, arts, base["name"], verdict.chosen)
@@ -210,14 +210,25 @@ def _try(cand: Candidate, source: Artifact, cache: StageCache, ctx: StageContext
     return rec, art
 
 
-def _baseline(records: list[dict], plan: Recipe) -> dict:
-    """The fastest float configuration of the original model (the honest reference for speedup)."""
+def _preference(rec: dict, device: DeviceProfile) -> tuple:
+    """Ranking when no latency is known: preferred runtime, then a precision the profile calls fast."""
+    return (rec["runtime"] == device.preferred_runtime, rec["precision"] in device.fast_precisions)
+
+
+def _baseline(records: list[dict], plan: Recipe, device: DeviceProfile) -> dict:
+    """The fastest float configuration of the original model (the honest reference for speedup).
+
+    Without any latency (no table for an absent target) it is the preferred runtime's float one.
+    """
     names = {f"{b['runtime']}-{b.get('precision', 'fp32')}" for b in plan.baseline}
-    floats = [r for r in records if r["status"] == "ok" and r["name"] in names and r.get("latency_ms") is not None]
+    floats = [r for r in records if r["status"] == "ok" and r["name"] in names]
     if not floats:
         failed = [f"{r['name']}: {r['reason']}" for r in records if r["name"] in names]
         raise HwoptError("no baseline float configuration could be exported and judged" + (f" ({failed[0]})" if failed else ""))
-    return min(floats, key=lambda r: r["latency_ms"])
+    timed = [r for r in floats if r.get("latency_ms") is not None]
+    if timed:
+        return min(timed, key=lambda r: r["latency_ms"])
+    return max(floats, key=lambda r: _preference(r, device))
 
 
 def _deploy(out: Path, arts: dict[str, Artifact], base: str, chosen: str) -> dict[str, list[Path]]:

@@ -8,6 +8,7 @@ together with the reason; a budget is never broken silently.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: accuracy is compared with this slack (points) so float rounding of a percentage never flips a verdict
@@ -27,13 +28,23 @@ def meets_accuracy(drop: float | None, budget: float) -> bool:
     return drop is not None and drop <= budget + _EPS
 
 
-def choose(candidates: list[dict], baseline: dict, max_accuracy_drop: float, latency_ms: float | None) -> Verdict:
+def choose(candidates: list[dict], baseline: dict, max_accuracy_drop: float, latency_ms: float | None,
+           prefer: Callable[[dict], tuple] | None = None) -> Verdict:
     """Pick from evaluated `candidates` (dicts with name, accuracy_drop, latency_ms, status).
 
     `baseline` is the fastest float configuration's record (its name is a candidate's name).
+    When no eligible candidate has a latency (no latency table for an absent target), `prefer`
+    ranks them instead (e.g. the target's preferred runtime and fast precisions first) and the
+    reason says so.
     """
     ok = [c for c in candidates if c.get("status") == "ok" and meets_accuracy(c.get("accuracy_drop"), max_accuracy_drop)]
     timed = [c for c in ok if c.get("latency_ms") is not None]
+    if ok and not timed and prefer is not None:
+        pick = max(ok, key=prefer)
+        met = latency_ms is None
+        return Verdict(pick["name"], met, "no latency could be measured or predicted for this target; chose by the device "
+                       "profile's preferred runtime and fast precisions within the accuracy budget"
+                       + ("" if met else f"; the {latency_ms:g} ms latency budget cannot be checked"))
     if not timed:
         tried = [c for c in candidates if c.get("status") == "ok"]
         best = max(tried, key=lambda c: c.get("accuracy") or 0, default=None)

@@ -208,19 +208,20 @@ def predict_recipe(recipe: Recipe, model: onnx.ModelProto, shapes: Shapes | None
     precisions it has no table for (bf16, fp16) stay unpredicted.
     """
     from hwopt.latency.predict import predict_latency
-    from hwopt.quant.api import quantize, synthetic_calibration
+    from hwopt.pipeline.stages import int8_stand_in
 
     device = load_device(recipe.target)
-    stand_ins: dict[str, onnx.ModelProto] = {}
+    stand_ins: dict[str, onnx.ModelProto | None] = {}
     for c in recipe.candidates:
         if any(s.stage == "prune" for s in c.steps) or c.precision not in ("fp32", "int8"):
             continue
         m = model
         if c.precision == "int8":
             if c.runtime not in stand_ins:
-                stand_ins[c.runtime] = quantize(model, synthetic_calibration(model, shapes), target=device, runtime=c.runtime,
-                                                measure_latency=False).model
+                stand_ins[c.runtime] = int8_stand_in(model, None, c.runtime, device, shapes)
             m = stand_ins[c.runtime]
+            if m is None:
+                continue
         try:
             c.predicted_ms = round(predict_latency(m, device, c.runtime, shapes).latency_ms, 4)
         except HwoptError:

@@ -160,16 +160,37 @@ def predict(art: Artifact, runtime: str, ctx: StageContext):
     """
     from hwopt.latency.predict import predict_latency
 
-    model = art.load_onnx()
-    if art.precision == "int8" and runtime == "litert" and ctx.calib is not None:
-        from hwopt.exporters import is_quantized, quantize_for_runtime
+    from hwopt.exporters import is_quantized
 
-        if not is_quantized(model):
-            model = quantize_for_runtime(model, ctx.calib, "litert", ctx.device)
+    model = art.load_onnx()
+    if art.precision == "int8" and not is_quantized(model):
+        model = int8_stand_in(model, ctx.calib, runtime, ctx.device, ctx.shapes)
+    if model is None:
+        return None
     try:
         return predict_latency(model, ctx.device, runtime, ctx.shapes)
     except HwoptError:
         return None
+
+
+def int8_stand_in(model, calib: Dataset | None, runtime: str, device: DeviceProfile, shapes: Shapes | None):
+    """A plain min-max QDQ version of `model` for predicting int8 latency (its accuracy does not matter).
+
+    Synthetic inputs calibrate it when no data is given (graph structure, not ranges, sets latency).
+    If the runtime's own scheme cannot be emitted, onnxruntime's (also all-int8 kernels) stands in.
+    Returns None when neither works.
+    """
+    from hwopt.quant.api import quantize, synthetic_calibration
+
+    data = calib if calib is not None else synthetic_calibration(model, shapes)
+    for scheme in dict.fromkeys((runtime, "onnxruntime")):
+        if scheme not in device.runtimes:
+            continue
+        try:
+            return quantize(model, data, target=device, runtime=scheme, measure_latency=False).model
+        except HwoptError:
+            continue
+    return None
 
 
 STAGES: dict[str, tuple[type, Callable[[Artifact, object, StageContext, Path], Artifact]]] = {

@@ -47,6 +47,16 @@ class Member:
     index: np.ndarray
     extra: dict = field(default_factory=dict)
 
+    def parts(self) -> list[np.ndarray]:
+        """Channel sets that must each keep at least one channel (each Split output, the sliced
+        range, or the whole member): an empty weight or output is not a model runtimes accept."""
+        if self.role == "split":
+            bounds = np.cumsum([0, *self.extra["sizes"]])
+            return [self.index[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        if self.role == "slice":
+            return [self.index[self.extra["start"] : self.extra["end"]]]
+        return [self.index]
+
 
 @dataclass
 class ChannelGroup:

@@ -82,7 +82,7 @@ def importance(
 
 def round_kept(kept: int, total: int, floor: int, multiple: int) -> int:
     """Kept count rounded to the target's channel multiple, within [floor, total]."""
-    if multiple > 1 and total > multiple:
+    if multiple > 1:
         kept = max(multiple, int(round(kept / multiple)) * multiple)
     return int(min(total, max(floor, kept, 1)))
 
@@ -127,5 +127,27 @@ def select_channels(
             continue
         free = g.free
         order = free[np.argsort(scores[g.id][free], kind="stable")]
-        keep[g.id] = np.setdiff1d(np.arange(g.channels), order[:n_drop])
+        dropped = _drop_keeping_every_part(g, order, n_drop)
+        if dropped.size:
+            keep[g.id] = np.setdiff1d(np.arange(g.channels), dropped)
     return keep
+
+
+def _drop_keeping_every_part(group: ChannelGroup, order: np.ndarray, n_drop: int) -> np.ndarray:
+    """The first `n_drop` channels of `order` whose removal leaves every member part non-empty
+    (a DenseNet concat can otherwise lose all channels of one of its convs)."""
+    parts = [np.unique(p) for m in group.members for p in m.parts()]
+    left = np.array([len(p) for p in parts])
+    where: dict[int, list[int]] = {}
+    for k, p in enumerate(parts):
+        for ch in p.tolist():
+            where.setdefault(ch, []).append(k)
+    dropped = []
+    for ch in order.tolist():
+        if len(dropped) == n_drop:
+            break
+        hit = where.get(ch, [])
+        if all(left[k] > 1 for k in hit):
+            left[hit] -= 1
+            dropped.append(ch)
+    return np.asarray(dropped, dtype=np.int64)

@@ -84,26 +84,26 @@ def consumers(model: onnx.ModelProto, groups: Sequence[ChannelGroup]) -> list[Co
     return out
 
 
-def _columns(c: Consumer, x: np.ndarray) -> np.ndarray:
-    """Input samples as rows of columns (samples x columns) for one consumer."""
-    if c.node.op_type == "Conv":
-        if not c.unfold:
-            return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
-        import torch
-        import torch.nn.functional as F
+def _gram(c: Consumer, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Σ xxᵀ over the input columns seen by one consumer, and how many columns were summed."""
+    import torch
+    import torch.nn.functional as F
 
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if c.node.op_type == "Conv" and c.unfold:
         pads = list(attr(c.node, "pads", [0, 0, 0, 0]))
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         if any(pads):
             t = F.pad(t, (pads[1], pads[3], pads[0], pads[2]))
-        shape = attr(c.node, "kernel_shape")
-        cols = F.unfold(
-            t, tuple(shape), dilation=tuple(attr(c.node, "dilations", [1, 1])), stride=tuple(attr(c.node, "strides", [1, 1]))
-        )
-        return cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()
-    if c.node.op_type == "ConvTranspose":
-        return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
-    return x.reshape(-1, x.shape[-1])
+        t = F.unfold(
+            t,
+            tuple(attr(c.node, "kernel_shape")),
+            dilation=tuple(attr(c.node, "dilations", [1, 1])),
+            stride=tuple(attr(c.node, "strides", [1, 1])),
+        ).transpose(1, 2)
+    elif c.node.op_type in ("Conv", "ConvTranspose"):
+        t = t.movedim(1, -1)
+    cols = t.reshape(-1, t.shape[-1])
+    return (cols.T @ cols).double().numpy(), cols.shape[0]
 
 
 def collect_hessians(
@@ -128,10 +128,9 @@ def collect_hessians(
     for feeds in calib.batches(batch_size, limit):
         got = dict(zip(wanted, sess.run(wanted, feeds)))
         for c in cons:
-            cols = _columns(c, got[c.node.input[0]]).astype(np.float64)
-            key = c.node.name
-            sums[key] = sums.get(key, 0) + cols.T @ cols
-            counts[key] = counts.get(key, 0) + len(cols)
+            xx, n = _gram(c, got[c.node.input[0]])
+            sums[c.node.name] = sums.get(c.node.name, 0) + xx
+            counts[c.node.name] = counts.get(c.node.name, 0) + n
     hessians = {}
     for c in cons:
         h = 2.0 * sums[c.node.name] / max(counts[c.node.name], 1)
@@ -159,32 +158,43 @@ def data_free_hessians(model: onnx.ModelProto, groups: Sequence[ChannelGroup], c
     return out
 
 
-def _inverse(h: np.ndarray) -> np.ndarray:
-    damp = DAMP * float(np.mean(np.diag(h))) or DAMP
-    return np.linalg.inv(h + damp * np.eye(len(h)))
+def inverses(hessians: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """(H + λI)⁻¹ per consumer with λ = 0.01·mean(diag H)."""
+    out = {}
+    for name, h in hessians.items():
+        damp = DAMP * float(np.mean(np.diag(h))) or DAMP
+        out[name] = np.linalg.inv(h + damp * np.eye(len(h)))
+    return out
 
 
 def obs_scores(
-    model: onnx.ModelProto, groups: Sequence[ChannelGroup], cons: Sequence[Consumer], hessians: Mapping[str, np.ndarray]
+    model: onnx.ModelProto, groups: Sequence[ChannelGroup], cons: Sequence[Consumer], hinv: Mapping[str, np.ndarray]
 ) -> dict[int, np.ndarray]:
     """OBS cost of removing each channel alone, summed over the group's consumers (higher = keep)."""
     read = member_values(model)
     scores = {g.id: np.zeros(g.channels) for g in groups if g.prunable}
     for c in cons:
         w2 = c.to_2d(read(c.node.name, c.slot))
-        hinv = _inverse(hessians[c.node.name])
+        hi = hinv[c.node.name]
         cols = c.columns
-        for ch in np.unique(cols):
+        blocks: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for ch in np.unique(cols).tolist():
             q = np.flatnonzero(cols == ch)
-            wq = w2[:, q]
-            scores[c.group][ch] += 0.5 * float(np.einsum("rq,qp,rp->", wq, np.linalg.inv(hinv[np.ix_(q, q)]), wq))
+            blocks.setdefault(len(q), []).append((ch, q))
+        for items in blocks.values():  # channels with equal block sizes: one batched inverse
+            chans = np.array([ch for ch, _ in items])
+            qs = np.stack([q for _, q in items])  # (n, k)
+            inv = np.linalg.inv(hi[qs[:, :, None], qs[:, None, :]])  # (n, k, k)
+            wq = w2[:, qs].transpose(1, 0, 2)  # (n, rows, k)
+            cost = 0.5 * np.einsum("nrq,nqp,nrp->n", wq, inv, wq)
+            np.add.at(scores[c.group], chans, cost)
     return scores
 
 
 def obs_updates(
     model: onnx.ModelProto,
     cons: Sequence[Consumer],
-    hessians: Mapping[str, np.ndarray],
+    hinv: Mapping[str, np.ndarray],
     keep: Mapping[int, np.ndarray],
     channels: Mapping[int, int],
 ) -> dict[tuple[str, int], np.ndarray]:
@@ -201,7 +211,7 @@ def obs_updates(
             continue
         w = read(c.node.name, c.slot)
         w2 = c.to_2d(w)
-        hinv = _inverse(hessians[c.node.name])
-        delta = -w2[:, q] @ np.linalg.solve(hinv[np.ix_(q, q)], hinv[q, :])
+        hi = hinv[c.node.name]
+        delta = -w2[:, q] @ np.linalg.solve(hi[np.ix_(q, q)], hi[q, :])
         out[(c.node.name, c.slot)] = c.from_2d(w2 + delta, w).astype(np.float32)
     return out

@@ -75,8 +75,8 @@ def test_unknown_op_is_a_barrier_not_a_corrupt_graph():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     desc = describe_groups(model)
     by_member = {tuple(d["members"]): d for d in desc}
-    assert not by_member[("Conv_0", "Conv_2")]["prunable"]
-    assert "LRN" in by_member[("Conv_0", "Conv_2")]["reason"]
+    assert not by_member[("Conv_0",)]["prunable"]  # LRN mixes channels: no rule
+    assert "LRN" in by_member[("Conv_0",)]["reason"]
     assert by_member[("Conv_2", "Conv_4")]["prunable"]
     assert not by_member[("Conv_4",)]["prunable"]  # graph output
 

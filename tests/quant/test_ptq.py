@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from hwopt.data import Dataset
 from hwopt.errors import HwoptError
 from hwopt.quant.ptq import calibrate_plan, emit, float_tails, plan_quantization
 from hwopt.quant.qdq import read_quant_params
@@ -100,8 +101,9 @@ def test_detector_tail_concat_stays_float(tmp_path, digits, to_onnx):
     concat = next(n.name for n in model.graph.node if n.op_type == "Concat")
     assert concat in tails
     q = emit(plan, stats, float_nodes=tails)
-    _, ref = evaluate(model, digits["eval"].subset(32))
-    kept, out_kept = evaluate(q, digits["eval"].subset(32), reference=ref)
-    crushed, out_crushed = evaluate(emit(plan, stats), digits["eval"].subset(32), reference=ref)
+    ds = Dataset({"x": digits["eval"].inputs["x"][:32]})
+    _, ref = evaluate(model, ds)
+    _, out_kept = evaluate(q, ds, reference=ref)
+    _, out_crushed = evaluate(emit(plan, stats), ds, reference=ref)
     score_err = lambda out: np.abs(out[0][..., 4:] - ref[0][..., 4:]).mean()  # noqa: E731
     assert score_err(out_kept) < score_err(out_crushed)

@@ -1,0 +1,177 @@
+"""W8A8 PTQ side by side: onnxruntime quantize_static, NNCF, hwopt — accuracy and int8 speedup.
+
+    python benchmarks/quant_ptq.py [--quick]
+
+Models: examples/*.onnx with examples/calib.npz + eval.npz when present, and zoo models
+(MobileNetV2, ResNet-18 style) trained for a few epochs on scikit-learn digits (3x32x32).
+Each int8 model is run on onnxruntime and OpenVINO; latency is batch 1, 1 thread, runs
+interleaved across every model of one source model, median of all runs. W4A4 plain PTQ
+(hwopt, fake-quant) is included as the baseline the reconstruction methods improve on.
+Writes benchmarks/results/quant_ptq.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hwopt.data import Dataset, load_dataset  # noqa: E402
+from hwopt.graph.normalize import normalize_model  # noqa: E402
+from hwopt.graph.shapes import fix_input_shapes  # noqa: E402
+from hwopt.quant.precision import Candidate, measure_candidates  # noqa: E402
+from hwopt.quant.ptq import calibrate_plan, emit, float_tails, plan_quantization  # noqa: E402
+from hwopt.quant.schemes import scheme_for  # noqa: E402
+from hwopt.quant.sensitivity import evaluate  # noqa: E402
+
+
+def digits_32() -> tuple[Dataset, Dataset, tuple[np.ndarray, np.ndarray]]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.kron(d.images / 16.0, np.ones((4, 4)))[:, None].repeat(3, axis=1).astype(np.float32)
+    x = (x - 0.3) / 0.4
+    y = d.target.astype(np.int64)
+    return Dataset({"x": x[:256]}, y[:256], "calib"), Dataset({"x": x[1300:]}, y[1300:], "eval"), (x[:1300], y[:1300])
+
+
+def zoo_model(name: str, train: tuple[np.ndarray, np.ndarray], epochs: int, tmp: Path) -> onnx.ModelProto:
+    import torch
+    from torch import nn
+
+    from hwopt.models.export import export_onnx
+    from hwopt.models.zoo import build
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    module, _ = build(name, num_classes=10)
+    opt = torch.optim.Adam(module.parameters(), 2e-3)
+    xt, yt = torch.from_numpy(train[0]), torch.from_numpy(train[1])
+    module.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt))
+        for i in range(0, len(xt), 64):
+            idx = perm[i : i + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(module(xt[idx]), yt[idx]).backward()
+            opt.step()
+    path = tmp / f"{name}.onnx"
+    export_onnx(module.eval(), path, (1, 3, 32, 32))
+    return onnx.load(str(path))
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a Dataset (batch 1)."""
+
+    def __init__(self, ds: Dataset):
+        self._it = iter(ds.batches(1))
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def ort_static(model: onnx.ModelProto, calib: Dataset, tmp: Path) -> onnx.ModelProto:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    src, dst = tmp / "ort_src.onnx", tmp / "ort_q.onnx"
+    onnx.save(model, str(src))
+    quantize_static(str(src), str(dst), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    return onnx.load(str(dst))
+
+
+def nncf_quant(model: onnx.ModelProto, calib: Dataset) -> onnx.ModelProto:
+    import nncf
+
+    data = nncf.Dataset(list(calib.batches(1)))
+    return nncf.quantize(model, data, subset_size=len(calib))
+
+
+def hwopt_ptq(model: onnx.ModelProto, calib: Dataset, runtime: str, wbits: int = 8, abits: int = 8, method: str = "minmax"):
+    plan = plan_quantization(model, scheme_for(runtime))
+    stats = calibrate_plan(plan, calib, method)
+    return emit(plan, stats, wbits=wbits, abits=abits, float_nodes=float_tails(plan, stats))
+
+
+def bench_model(name: str, model: onnx.ModelProto, calib: Dataset, ev: Dataset, tmp: Path, rounds: int) -> dict:
+    model = normalize_model(model)
+    key = model.graph.input[0].name  # zoo exports call it "input", the digits arrays "x"
+    calib, ev = (Dataset({key: next(iter(d.inputs.values()))}, d.labels, d.source) for d in (calib, ev))
+    print(f"\n== {name}", flush=True)
+    variants: dict[str, onnx.ModelProto] = {"fp32": model}
+    timings: dict[str, float] = {}
+    for label, fn in [("ort_quantize_static", lambda: ort_static(model, calib, tmp)),
+                      ("nncf", lambda: nncf_quant(model, calib)),
+                      ("hwopt[ort-scheme]", lambda: hwopt_ptq(model, calib, "onnxruntime")),
+                      ("hwopt[ov-scheme]", lambda: hwopt_ptq(model, calib, "openvino")),
+                      ("hwopt W4A4 mse", lambda: hwopt_ptq(model, calib, "onnxruntime", 4, 4, "mse"))]:
+        t0 = time.perf_counter()
+        try:
+            variants[label] = fn()
+        except Exception as exc:  # a peer failing is a result to report, not a crash
+            print(f"  {label} failed: {exc}")
+        timings[label] = time.perf_counter() - t0
+    rows = []
+    _, ref = evaluate(model, ev)
+    shape = {key: (1, *ev.inputs[key].shape[1:])}
+    cands = []
+    for label, m in variants.items():
+        for rt in ("onnxruntime", "openvino"):
+            metrics, _ = evaluate(m, ev, rt, ref)
+            row = {"method": label, "runtime": rt, "accuracy": metrics["accuracy"], "sqnr_db": metrics.get("sqnr_db")}
+            rows.append(row)
+            if "W4" not in label:
+                cands.append((Candidate(rt, label), fix_input_shapes(m, shape), "fp32"))
+    lat = {(c.runtime, c.precision): c.p50_ms for c in measure_candidates(cands, {key: ev.inputs[key][:1]}, rounds=rounds, runs=20)}
+    f_acc = {r["runtime"]: r["accuracy"] for r in rows if r["method"] == "fp32"}
+    for r in rows:
+        r["accuracy_drop"] = f_acc[r["runtime"]] - r["accuracy"]
+        r["p50_ms"] = lat.get((r["runtime"], r["method"]))
+        r["speedup_vs_fp32"] = (lat[(r["runtime"], "fp32")] / r["p50_ms"]) if r["p50_ms"] else None
+        r["quantize_s"] = timings.get(r["method"])
+    print(f"  {'method':22s} {'runtime':12s} {'acc':>7s} {'drop':>6s} {'p50 ms':>8s} {'speedup':>8s}")
+    for r in rows:
+        p50 = f"{r['p50_ms']:.3f}" if r["p50_ms"] else "-"
+        sp = f"{r['speedup_vs_fp32']:.2f}x" if r["speedup_vs_fp32"] else "-"
+        print(f"  {r['method']:22s} {r['runtime']:12s} {r['accuracy']:7.2f} {r['accuracy_drop']:6.2f} {p50:>8s} {sp:>8s}")
+    return {"model": name, "eval_samples": len(ev), "calib_samples": len(calib), "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="one zoo model, 5 training epochs, fewer timing rounds")
+    args = ap.parse_args()
+    import tempfile
+
+    from hwopt.runtimes.base import host_device
+
+    results = {"device": host_device(), "threads": 1, "batch": 1, "quick": args.quick, "models": []}
+    calib, ev, train = digits_32()
+    rounds = 3 if args.quick else 6
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        ex = ROOT / "examples"
+        if (ex / "calib.npz").is_file() and (ex / "eval.npz").is_file():
+            for p in sorted(ex.glob("*.onnx")):
+                m = onnx.load(str(p))
+                results["models"].append(bench_model(p.name, m, load_dataset(ex / "calib.npz", m), load_dataset(ex / "eval.npz", m), tmp, rounds))
+        zoo = ["mobilenet_v2"] if args.quick else ["mobilenet_v2", "resnet18"]
+        for name in zoo:
+            m = zoo_model(name, train, 5 if args.quick else 8, tmp)
+            results["models"].append(bench_model(f"{name} (digits)", m, calib, ev, tmp, rounds))
+    out = ROOT / "benchmarks" / "results" / "quant_ptq.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=float))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Profiling a small table here, resuming it, and predicting from it (table / predictor / fallback)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from hwopt.errors import HwoptError
+from hwopt.latency import extract_kernels, predict_kernels, predict_latency, profile_table
+from hwopt.latency.profiler import measure_model
+
+
+@pytest.fixture(scope="module")
+def small_table(tmp_path_factory):
+    """A 60-sample onnxruntime profile (fp32 + int8): enough to train the predictor, a few seconds."""
+    out = tmp_path_factory.mktemp("prof") / "x86-avx512-onnxruntime.json"
+    return profile_table("x86-avx512", "onnxruntime", out, budget_min=3, max_samples=60), out
+
+
+def test_profile_writes_table_predictor_and_samples(small_table):
+    table, out = small_table
+    assert out.is_file() and out.with_suffix(".joblib").is_file()
+    doc = json.loads(out.read_text())
+    assert doc["method"] == "measured" and doc["threads"] == 1
+    assert doc["provenance"]["runtime_version"] and doc["provenance"]["measured_on"]
+    assert len(doc["entries"]) >= 10
+    dtypes = {e["dtype"] for e in doc["entries"].values()}
+    assert dtypes == {"fp32", "int8"}
+    assert all(e["ms"] > 0 for e in doc["entries"].values())
+    assert table.overhead_ms > 0
+
+
+def test_resume_keeps_earlier_samples(small_table, tmp_path):
+    _, out = small_table
+    samples = out.with_suffix(".samples.jsonl")
+    n_before = len(samples.read_text().splitlines())
+    copy = tmp_path / "t.json"
+    copy.with_suffix(".samples.jsonl").write_text(samples.read_text() + '{"torn": ')  # killed mid-write
+    profile_table("x86-avx512", "onnxruntime", copy, budget_min=3, max_samples=n_before + 3)
+    lines = copy.with_suffix(".samples.jsonl").read_text().splitlines()
+    sids = [json.loads(x)["sid"] for x in lines if x.startswith("{") and x.endswith("}")]
+    assert len(sids) == len(set(sids))  # nothing measured twice
+    assert len(sids) >= n_before
+
+
+def test_table_hit_predictor_and_fallback_sources(small_table, net):
+    table, out = small_table
+    key, ms = next(iter(table.entries.items()))
+    hit = predict_kernels([table.kernels[key]], "x86-avx512", "onnxruntime", table=out)
+    assert hit.layers[0].source == "table"
+    assert hit.layers[0].latency_ms == pytest.approx(table.in_model_ms(np.array([ms]),
+                                                                      np.array([table.kernels[key].io_bytes]))[0])
+    pred = predict_latency(net, "x86-avx512", "onnxruntime", table=out)
+    assert pred.latency_ms > 0 and {"table", "predictor"} & set(pred.sources)
+    assert pred.latency_ms == pytest.approx(sum(x.latency_ms for x in pred.layers) + table.overhead_ms)
+
+
+def test_op_the_table_lacks_still_gets_a_fallback_prediction(small_table):
+    _, out = small_table
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 32])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 32])
+    g = helper.make_graph([helper.make_node("LpNormalization", ["x"], ["y"], name="lp", axis=-1)], "g", [x], [y])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    pred = predict_latency(model, "x86-avx512", "onnxruntime", table=out)
+    assert [layer.source for layer in pred.layers] == ["fallback"]
+    assert pred.latency_ms > 0
+
+
+def test_bigger_kernel_is_measured_and_predicted_slower(small_table, make_net):
+    _, out = small_table
+    small, big = make_net(res=8), make_net(res=64)
+    assert measure_model(big, "onnxruntime") > 4 * measure_model(small, "onnxruntime")
+    p_small = predict_latency(small, "x86-avx512", "onnxruntime", table=out).latency_ms
+    p_big = predict_latency(big, "x86-avx512", "onnxruntime", table=out).latency_ms
+    assert p_big > 4 * p_small
+
+
+def test_predict_kernels_is_fast_enough_for_a_search(small_table, make_net):
+    _, out = small_table
+    kernels = []
+    for r in (8, 16, 24, 32, 40, 48):
+        kernels += extract_kernels(make_net(res=r), "onnxruntime")
+    assert len(kernels) >= 50
+    predict_kernels(kernels, "x86-avx512", "onnxruntime", table=out)  # warm the caches
+    t0 = time.perf_counter()
+    for _ in range(20):
+        predict_kernels(kernels, "x86-avx512", "onnxruntime", table=out)
+    assert (time.perf_counter() - t0) / 20 < 0.005
+
+
+def test_targets_without_hardware_here_cannot_be_profiled(tmp_path):
+    with pytest.raises(HwoptError, match="not present here"):
+        profile_table("rpi4", "litert", tmp_path / "t.json", budget_min=0.01)
+    with pytest.raises(HwoptError, match="has no runtime 'tensorrt'"):
+        profile_table("x86-avx512", "tensorrt", tmp_path / "t.json", budget_min=0.01)
+
+
+def test_unknown_target_and_wrong_runtime_are_clear_errors(net):
+    with pytest.raises(HwoptError, match="unknown target 'nosuch'"):
+        predict_latency(net, "nosuch")
+    with pytest.raises(HwoptError, match="has no runtime 'openvino'"):
+        predict_latency(net, "rpi4", "openvino")
+
+
+def test_input_model_is_not_modified(small_table, net):
+    _, out = small_table
+    before = net.SerializeToString()
+    predict_latency(net, "x86-avx512", "onnxruntime", table=out)
+    assert net.SerializeToString() == before
+    assert isinstance(net, onnx.ModelProto)
