@@ -32,3 +32,42 @@ def examples_dir() -> Path:
 def example_model(request, examples_dir: Path) -> Path:
     """Each example ONNX model in turn."""
     return examples_dir / f"{request.param}.onnx"
+
+
+def conv_model(dims: tuple = ("batch", 3, 8, 8), opset: int = 17, cout: int = 4, seed: int = 0):
+    """A tiny Conv-Relu-GlobalAveragePool-Flatten model built with onnx.helper (no torch needed)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((cout, dims[1], 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), "b")
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[0], cout])], [w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture
+def make_conv_model():
+    """The `conv_model` builder, for tests that need variants (dynamic dims, old opsets)."""
+    return conv_model
+
+
+@pytest.fixture
+def tiny_model_path(tmp_path: Path) -> Path:
+    """A valid tiny ONNX model file (dynamic batch, 1x3x8x8 otherwise)."""
+    from hwopt.graph.load import save_model
+
+    return save_model(conv_model(), tmp_path / "tiny.onnx")

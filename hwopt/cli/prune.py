@@ -23,7 +23,9 @@ def prune_cmd(
     calib: Path = typer.Option(None, "--calib", help="Calibration .npz for obs (without it obs is data-free)."),
     target: str = typer.Option(None, "--target", help="Device profile: rounds channel counts to its preferred multiple."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Node name whose channels must not be pruned (repeatable)."),
+    multiple: int = typer.Option(None, "--multiple", help="Round kept channels to this multiple (default: the target's, else 8)."),
     global_ranking: bool = typer.Option(False, "--global", help="Rank channels across groups instead of a uniform ratio."),
+    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Distill the original into the pruned model on --calib for N epochs."),
     shape: list[str] = SHAPE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
@@ -42,9 +44,11 @@ def prune_cmd(
         target=target,
         exclude=exclude or (),
         global_ranking=global_ranking,
+        multiple=multiple,
         shapes=parse_shape_options(shape),
         latency_ms=latency_ms,
         measure=True,
+        finetune_epochs=finetune_epochs,
     )
     save_model(result.model, output)
     s = dict(result.summary, output=str(output))

@@ -12,7 +12,6 @@ rule check, engine build scripts; engine built only where TensorRT is installed)
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import onnx
 
@@ -104,5 +103,5 @@ def quantize_for_runtime(model: onnx.ModelProto, data: Dataset, runtime: str, de
 
 __all__ = [
     "FORMATS", "ExportResult", "QDQIssue", "Verification", "check_tensorrt_qdq", "compare_outputs", "export",
-    "quantize_for_runtime", "trtexec_command",
+    "is_quantized", "quantize_for_runtime", "trtexec_command",
 ]

@@ -14,7 +14,7 @@ output is added: loss = kd_weight * KD + ce_weight * CE. Without labels it is pu
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -78,7 +78,7 @@ def train_kd(
     module: nn.Module,
     data: Dataset,
     targets: list[np.ndarray],
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
     *,
     epochs: int,
     batch_size: int = 32,
@@ -94,7 +94,8 @@ def train_kd(
 
     The learning rate follows a cosine decay over all steps (small data, few epochs: a late
     low rate settles the weights instead of leaving them mid-jump). `after_step` runs after
-    every optimizer step (e.g. to keep quantization scales positive).
+    every optimizer step (e.g. to keep quantization scales positive). Several optimizers may
+    share the work (e.g. Adam for weights, SGD for LSQ step sizes).
     """
     if len(targets[0]) != len(data):
         raise HwoptError(f"teacher outputs cover {len(targets[0])} samples, data has {len(data)}")
@@ -106,7 +107,8 @@ def train_kd(
     labels = None if data.labels is None else torch.from_numpy(np.asarray(data.labels)).long()
     n = len(data)
     steps_per_epoch = math.ceil(n / batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch))
+    optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
+    schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(1, epochs * steps_per_epoch)) for o in optimizers]
     history: list[float] = []
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
                         TimeRemainingColumn(), console=Console(stderr=True), transient=True, disable=quiet)
@@ -123,10 +125,12 @@ def train_kd(
                                          temperature=temperature, kd_weight=kd_weight, ce_weight=ce_weight)
                 if not torch.isfinite(loss):
                     raise HwoptError("fine-tuning diverged (loss is not finite); lower the learning rate")
-                optimizer.zero_grad(set_to_none=True)
+                for o in optimizers:
+                    o.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
-                schedule.step()
+                for o, sched in zip(optimizers, schedules):
+                    o.step()
+                    sched.step()
                 if after_step is not None:
                     after_step()
                 value = float(loss.detach())

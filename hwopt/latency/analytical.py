@@ -30,7 +30,11 @@ class Roofline:
     memory_efficiency: float = 0.5
     kernel_overhead_ms: float = 0.01
     model_overhead_ms: float = 0.05
+    # narrow layers do not fill the vector units / register tiles: dense-family efficiency is scaled
+    # by c / (c + channel_half), c = min(input channels per group, output channels)
+    channel_half: float = 0.0
     threads: int | None = None  # None: efficiencies are relative to the whole device's peak
+    source_scales: list[float] = field(default_factory=lambda: [1.0])  # speed of each calibration source vs the table
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,22 +56,29 @@ def _peaks(device: DeviceProfile, dtype: str, threads: int | None) -> tuple[floa
 
 
 def kernel_terms(kernels: Sequence[Kernel], device: DeviceProfile, threads: int | None) -> tuple[np.ndarray, ...]:
-    """Per kernel: ideal compute ms at 100% of peak, ideal memory ms at full bandwidth, family index."""
+    """Per kernel: ideal compute ms at 100% of peak, ideal memory ms at full bandwidth, family index,
+    and the channel width that limits a dense kernel's vectorization (inf for other families)."""
     comp = np.empty(len(kernels))
     mem = np.empty(len(kernels))
     fam = np.empty(len(kernels), dtype=np.int64)
+    chan = np.full(len(kernels), np.inf)
     for i, k in enumerate(kernels):
         ops_ms, bytes_ms = _peaks(device, k.dtype, threads)
         comp[i] = k.flops / ops_ms
         mem[i] = k.bytes_moved / bytes_ms
         fam[i] = FAMILIES.index(k.family)
-    return comp, mem, fam
+        if k.family in ("conv", "pwconv", "gemm") and k.weight is not None:
+            chan[i] = min(k.weight[0], k.weight[1]) if len(k.weight) >= 2 else k.weight[0]
+    return comp, mem, fam, chan
 
 
 def roofline_ms(terms: tuple[np.ndarray, ...], r: Roofline) -> np.ndarray:
     """Per-kernel milliseconds from precomputed terms (vectorized: the search calls this a lot)."""
-    comp, mem, fam = terms
+    comp, mem, fam, chan = terms
     eff = np.array([r.efficiency.get(f, 1.0) for f in FAMILIES])[fam]
+    if r.channel_half > 0:
+        dense = np.isfinite(chan)
+        eff = np.where(dense, eff * np.where(dense, chan, 1.0) / (np.where(dense, chan, 1.0) + r.channel_half), eff)
     return np.maximum(comp / eff, mem / r.memory_efficiency) + r.kernel_overhead_ms
 
 
@@ -82,12 +93,17 @@ def fit_roofline(
     *,
     threads: int | None = None,
     per_kernel: bool = False,
+    sources: Sequence[int] | None = None,
 ) -> Roofline:
     """Fit efficiencies and overheads so that predicted totals match measured ones in log space.
 
     `models` are kernel lists (one per measured network, or one kernel each with `per_kernel`,
     where the model overhead is not part of the measurement). Relative (log) error is minimized
-    because latencies span orders of magnitude and ranking is what a search needs.
+    because latencies span orders of magnitude and ranking is what a search needs. `sources`
+    (an index per model, 0 = the reference) lets data measured under other, unknown settings
+    (thread count, runtime version) share the per-family shape of the model while getting their
+    own overall speed factor, returned in `Roofline.source_scales`. A family whose FLOPs barely
+    vary across the models cannot be told apart from the overheads and keeps its default.
     """
     from scipy.optimize import least_squares
 
@@ -95,22 +111,33 @@ def fit_roofline(
     terms = kernel_terms(flat, device, threads)
     owner = np.repeat(np.arange(len(models)), [len(m) for m in models])
     y = np.log(np.asarray(measured_ms, dtype=float))
-    fams = sorted({f for f in (FAMILIES[i] for i in np.unique(terms[2])) if f in DEFAULT_EFFICIENCY})
+    src = np.zeros(len(models), dtype=np.int64) if sources is None else np.asarray(sources, dtype=np.int64)
+    n_src = int(src.max()) + 1
+    fams = []
+    for f in DEFAULT_EFFICIENCY:
+        per_model = np.bincount(owner, weights=terms[0] * (terms[2] == FAMILIES.index(f)), minlength=len(models))
+        if per_model.mean() > 0 and per_model.std() / per_model.mean() > 0.05:
+            fams.append(f)
+    n_f = len(fams)
+    n_mo = 0 if per_kernel else 1
+    n_s = n_src - 1
 
     def unpack(p: np.ndarray) -> Roofline:
         eff = dict(DEFAULT_EFFICIENCY)
-        eff.update({f: float(np.exp(v)) for f, v in zip(fams, p[: len(fams)])})
-        mo = 0.0 if per_kernel else float(np.exp(p[len(fams) + 2]))
-        return Roofline(eff, float(np.exp(p[len(fams)])), float(np.exp(p[len(fams) + 1])), mo, threads)
+        eff.update({f: float(np.exp(v)) for f, v in zip(fams, p[:n_f])})
+        mo = float(np.exp(p[n_f + 2])) if n_mo else 0.0
+        scales = [1.0] + [float(np.exp(v)) for v in p[n_f + 2 + n_mo:n_f + 2 + n_mo + n_s]]
+        return Roofline(eff, float(np.exp(p[n_f])), float(np.exp(p[n_f + 1])), mo, float(np.exp(p[-1])), threads,
+                        scales)
 
     def residual(p: np.ndarray) -> np.ndarray:
         r = unpack(p)
         per = roofline_ms(terms, r)
         total = np.bincount(owner, weights=per, minlength=len(models)) + r.model_overhead_ms
-        return np.log(total) - y
+        return np.log(total * np.asarray(r.source_scales)[src]) - y
 
-    p0 = np.log([DEFAULT_EFFICIENCY[f] for f in fams] + [0.5, 0.01] + ([] if per_kernel else [0.05]))
-    lo = np.log([1e-4] * len(fams) + [1e-3, 1e-6] + ([] if per_kernel else [1e-6]))
-    hi = np.log([1.0] * len(fams) + [1.0, 10.0] + ([] if per_kernel else [100.0]))
+    p0 = np.log([DEFAULT_EFFICIENCY[f] for f in fams] + [0.5, 0.01] + [0.05] * n_mo + [1.0] * n_s + [8.0])
+    lo = np.log([1e-4] * n_f + [1e-3, 1e-6] + [1e-6] * n_mo + [1e-2] * n_s + [1e-2])
+    hi = np.log([1.0] * n_f + [1.0, 10.0] + [100.0] * n_mo + [1e2] * n_s + [1e4])
     sol = least_squares(residual, np.clip(p0, lo + 1e-9, hi - 1e-9), bounds=(lo, hi), loss="soft_l1", f_scale=0.2)
     return unpack(sol.x)

@@ -108,35 +108,70 @@ def _flops_floor(ds: Dataset) -> dict:
     return {"spearman": round(s["spearman"], 4), "mean_abs_rel_error": round(s["mean_abs_rel_error"], 4)}
 
 
-def calibrate_device(data: Path, hw: str, device: DeviceProfile, *, limit: int) -> tuple[Roofline, dict]:
-    """Fit on NB201 + FBNet of `hw` (raspi4 or pixel3); report CV on each set and in-sample fit."""
+def is_anchor(row: dict) -> bool:
+    """Published rows that define the rpi4 table's absolute level: fp32 at 4 threads on a 1.5 GHz Pi
+    (ncnn) or XNNPACK's own multi-threaded README numbers; the other rows are checked, not fitted."""
+    return (row["runtime"] == "ncnn benchncnn" and row["threads"] == "4" and "1.5GH" in row["device_detail"]) or (
+        row["runtime"] == "XNNPACK end2end-bench" and row["threads"].startswith("multi"))
+
+
+def calibrate_device(data: Path, hw: str, device: DeviceProfile, *, limit: int,
+                     anchors: list[dict] | None = None) -> tuple[Roofline, dict]:
+    """Fit on NB201 + FBNet of `hw` (raspi4 or pixel3), plus published `anchors` when given.
+
+    With anchors, the anchors set the absolute speed (source 0) and each HW-NAS-Bench set gets
+    its own speed factor (its thread count and TFLite version are unknown); without, NB201 is
+    the reference. Reports NB201/FBNet cross-validation, the FLOPs floor, and leave-one-model-out
+    error on the anchors.
+    """
     nb = load_nb201(data, hw, limit=limit)
     fb = load_fbnet(data, hw, limit=limit // 2)
-    r = fit_roofline([d[0] for d in nb + fb], [d[1] for d in nb + fb], device)
+    anchors = anchors or []
+    a_models = [(row["kernels"], row["latency_ms"], row["model"]) for row in anchors]
+    base = 1 if anchors else 0
+
+    def fit(extra: Dataset) -> Roofline:
+        ds = extra + nb + fb
+        srcs = [0] * len(extra) + [base] * len(nb) + [base + 1] * len(fb)
+        return fit_roofline([d[0] for d in ds], [d[1] for d in ds], device, sources=srcs)
+
+    r = fit(a_models)
     report = {
         "source": f"HW-NAS-Bench {hw} calibration halves (TFLite, batch 1; threads and TFLite version not published)",
-        "nb201": {"cv": cross_validate(nb, device), "flops_proportional": _flops_floor(nb)},
-        "fbnet": {"cv": cross_validate(fb, device), "flops_proportional": _flops_floor(fb),
+        "nb201": {"cv": cross_validate(nb, device), "flops_proportional": _flops_floor(nb), "fitted_on": len(nb)},
+        "fbnet": {"cv": cross_validate(fb, device), "flops_proportional": _flops_floor(fb), "fitted_on": len(fb),
                   "note": "FBNet latencies are lookup-table sums, not end-to-end runs"},
+        "source_speed_factors": {"reference": r.source_scales[0],
+                                 **({"published_anchors": 1.0} if anchors else {}),
+                                 "nb201": r.source_scales[base], "fbnet": r.source_scales[base + 1]},
     }
+    if anchors:
+        loo = []
+        for name in sorted({row["model"] for row in anchors}):
+            held = [i for i, row in enumerate(anchors) if row["model"] == name]
+            rr = fit([a for i, a in enumerate(a_models) if i not in held])
+            pred = predict_totals([anchors[i]["kernels"] for i in held], device, rr)
+            loo += [float(p / anchors[i]["latency_ms"] - 1) for p, i in zip(pred, held)]
+        report["anchors_leave_one_model_out"] = {
+            "rows": len(loo), "mean_abs_rel_error": round(float(np.mean(np.abs(loo))), 4),
+            "rel_errors": [round(e, 4) for e in loo]}
     return r, report
 
 
 def published_check(data: Path, device: DeviceProfile, r: Roofline) -> dict:
-    """Predicted vs published per-model numbers, grouped by runtime and threads (nothing fitted here)."""
+    """Predicted vs every buildable fp32 published row, grouped by runtime and threads."""
     rows = load_published(data)
     pred = predict_totals([row["kernels"] for row in rows], device, r)
     detail = []
     for row, p in zip(rows, pred):
         detail.append({"model": row["model"], "runtime": row["runtime"], "threads": row["threads"],
                        "device_detail": row["device_detail"], "published_ms": row["latency_ms"],
-                       "predicted_ms": round(float(p), 3), "rel_error": round(float(p / row["latency_ms"] - 1), 4)})
-    errs = np.array([abs(d["rel_error"]) for d in detail])
+                       "predicted_ms": round(float(p), 3), "rel_error": round(float(p / row["latency_ms"] - 1), 4),
+                       "anchor": is_anchor(row)})
     groups: dict[str, list[float]] = {}
     for d in detail:
         groups.setdefault(f"{d['runtime']} threads={d['threads']}", []).append(abs(d["rel_error"]))
-    return {"rows": detail, "mean_abs_rel_error": round(float(errs.mean()), 4) if len(errs) else None,
-            "by_group": {k: round(float(np.mean(v)), 4) for k, v in groups.items()}}
+    return {"rows": detail, "by_group_mean_abs_rel_error": {k: round(float(np.mean(v)), 4) for k, v in groups.items()}}
 
 
 def _table(device: str, runtime: str, r: Roofline, provenance: dict) -> LatencyTable:
@@ -155,8 +190,10 @@ def main(argv: list[str] | None = None) -> None:
         raise HwoptError(f"calibration data not found in {args.data}")
     today = dt.date.today().isoformat()
     rpi4 = load_device("rpi4")
-    r4, rep4 = calibrate_device(args.data, "raspi4", rpi4, limit=args.limit)
+    anchors = [row for row in load_published(args.data) if is_anchor(row)]
+    r4, rep4 = calibrate_device(args.data, "raspi4", rpi4, limit=args.limit, anchors=anchors)
     rep4["published"] = published_check(args.data, rpi4, r4)
+    rep4["level"] = "absolute level = fp32, 4 threads (ncnn at 1.5 GHz and XNNPACK multi-threaded published rows)"
     base = {"method": "analytical", "date": today, "note": "calibrated roofline; no kernel was measured on this device"}
     _table("rpi4", "litert", r4, {**base, "calibration": rep4}).save(args.out / "rpi4-litert.json")
     _table("rpi4", "onnxruntime", r4, {**base, "calibration": {
@@ -167,13 +204,15 @@ def main(argv: list[str] | None = None) -> None:
         _table(dev, "litert", rp3, {**base, "calibration": {
             **rep3, "transfer": "efficiencies fitted on Pixel 3 (Cortex-A75 class) and applied to this profile's peaks"}},
         ).save(args.out / f"{dev}-litert.json")
-    gpu = Roofline({"conv": 0.5, "pwconv": 0.4, "dwconv": 0.05, "gemm": 0.4}, 0.7, 0.008, 0.1, None)
+    gpu = Roofline({"conv": 0.5, "pwconv": 0.4, "dwconv": 0.05, "gemm": 0.4}, memory_efficiency=0.7,
+                   kernel_overhead_ms=0.008, model_overhead_ms=0.1)
     for dev in ("jetson-orin-nano", "cuda-gpu"):
         _table(dev, "tensorrt", gpu, {**base, "calibration": {
             "status": "UNCALIBRATED: no public per-kernel TensorRT data in reach; textbook efficiencies"}},
         ).save(args.out / f"{dev}-tensorrt.json")
     print(f"rpi4: NB201 CV {rep4['nb201']['cv']}  FBNet CV {rep4['fbnet']['cv']}")
-    print(f"rpi4 published: mean |err| {rep4['published']['mean_abs_rel_error']}  by group {rep4['published']['by_group']}")
+    print(f"rpi4 anchors LOO: {rep4['anchors_leave_one_model_out']}  speed factors {rep4['source_speed_factors']}")
+    print(f"rpi4 published by group: {rep4['published']['by_group_mean_abs_rel_error']}")
     print(f"pixel3: NB201 CV {rep3['nb201']['cv']}  FBNet CV {rep3['fbnet']['cv']}")
 
 

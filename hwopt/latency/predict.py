@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,14 @@ class Prediction:
         return out
 
 
+@lru_cache(maxsize=64)
+def _named_device(name: str) -> DeviceProfile:
+    return load_device(name)
+
+
 def _device(target: str | DeviceProfile) -> DeviceProfile:
-    return target if isinstance(target, DeviceProfile) else load_device(target)
+    """Profiles by name are parsed once per process (YAML + validation would dominate a search's calls)."""
+    return target if isinstance(target, DeviceProfile) else _named_device(target)
 
 
 def resolve_table(target: str | DeviceProfile, runtime: str | None = None,

@@ -203,6 +203,9 @@ def profile_table(
     overheads = [r["ms"] for r in done.values() if r["kind"] == "overhead"]
     deadline = time.monotonic() + budget_min * 60
     start = time.monotonic()
+    if partial.is_file() and partial.stat().st_size and not partial.read_bytes().endswith(b"\n"):
+        with partial.open("a") as log:  # a run killed mid-write left a torn line: end it, it is skipped
+            log.write("\n")
     with partial.open("a") as log:
         if not overheads:
             ms = measure_model(_overhead_model(), runtime, threads=threads)

@@ -10,7 +10,7 @@ Custom flows chain stages themselves:
                      "precision": "int8"})], StageCache("out/.cache"), ctx)
 """
 
-from hwopt.pipeline.artifact import Artifact
+from hwopt.pipeline.artifact import Artifact, data_digest
 from hwopt.pipeline.cache import StageCache
 from hwopt.pipeline.compress import Result, compress
 from hwopt.pipeline.guard import Verdict, choose
@@ -27,5 +27,5 @@ from hwopt.pipeline.stages import (
 
 __all__ = [
     "Artifact", "Candidate", "EvaluateOptions", "ExportOptions", "Pipeline", "PruneOptions", "QuantizeOptions", "Recipe",
-    "Result", "StageCache", "StageContext", "Step", "Verdict", "choose", "compress", "load_recipe", "plan_recipe",
+    "Result", "StageCache", "StageContext", "Step", "Verdict", "choose", "compress", "data_digest", "load_recipe", "plan_recipe",
 ]

@@ -27,6 +27,11 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def data_digest(*paths: str | os.PathLike | None) -> str:
+    """One digest for the data files a run reads (None for an absent one), for stage cache keys."""
+    return hashlib.sha256("|".join(file_digest(Path(p)) if p else "-" for p in paths).encode()).hexdigest()
+
+
 @dataclass
 class Artifact:
     """A model file (`path`) with `files` that belong to it and `meta` the stages recorded.

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from hwopt.graph.census import census
 from hwopt.graph.load import atomic_write_bytes, custom_ops, load_model, save_model
 from hwopt.graph.normalize import normalize_model
 from hwopt.graph.shapes import Shapes, input_specs, random_inputs, resolve_input_shapes
-from hwopt.pipeline.artifact import Artifact, file_digest
+from hwopt.pipeline.artifact import Artifact, data_digest, file_digest
 from hwopt.pipeline.cache import StageCache, cache_key
 from hwopt.pipeline.guard import Verdict, choose, meets_accuracy
 from hwopt.pipeline.recipe import Candidate, Recipe, load_recipe, plan_recipe, predict_recipe
@@ -53,10 +52,6 @@ class Result:
     recipe_path: Path | None = None
     dry_run: bool = False
     files: list[Path] = field(default_factory=list)
-
-
-def _data_digest(*paths: PathLike | None) -> str:
-    return hashlib.sha256("|".join(file_digest(Path(p)) if p else "-" for p in paths).encode()).hexdigest()
 
 
 def _load_source(model: PathLike, cache: StageCache) -> Artifact:
@@ -147,7 +142,7 @@ def compress(
 
     judge = _eval_set(proto, calib_ds, eval_ds, concrete)
     reference = run_outputs(get_runtime("onnxruntime").session(proto), judge)
-    ctx = StageContext(device, calib_ds, judge, _data_digest(calib, eval) + ("" if (calib or eval) else str(concrete)),
+    ctx = StageContext(device, calib_ds, judge, data_digest(calib, eval) + ("" if (calib or eval) else str(concrete)),
                        concrete, reference, threads, say)
     original_accuracy = accuracy_metrics(reference, judge.labels, reference)["accuracy"]
     records, arts = [], {}

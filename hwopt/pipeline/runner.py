@@ -35,7 +35,8 @@ class Pipeline:
     def run_step(self, step: Step, art: Artifact) -> Artifact:
         options, fn = step.build()
         opts = asdict(options)
-        key = cache_key(step.stage, [art.digest, self.ctx.data_digest], {**opts, "target": self.ctx.device.name})
+        key = cache_key(step.stage, [art.digest, self.ctx.data_digest],
+                        {**opts, "target": self.ctx.device.name, "threads": self.ctx.threads})
         hits = self.cache.hits
 
         def run(work: Path) -> dict:

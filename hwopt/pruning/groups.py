@@ -27,10 +27,6 @@ from hwopt.errors import HwoptError
 from hwopt.graph.normalize import normalize_model
 from hwopt.graph.shapes import Shapes, infer_shapes, resolve_input_shapes, value_shapes
 
-#: member roles that hold weights an importance criterion can score
-WEIGHT_ROLES = ("out", "in", "dw", "bias", "norm_scale", "norm_bias", "const")
-
-
 @dataclass
 class Member:
     """One place a group's channels appear: a weight axis, a norm parameter or a shape constant.

@@ -262,9 +262,9 @@ def distill_qat(
     *,
     temperature: float = 2.0,
     w: float = 0.5,
-    lr: float = 1e-4,
-    scale_lr: float = 1e-3,
-    learn_weight_scales: bool = True,
+    lr: float = 3e-4,
+    scale_lr: float = 1e-2,
+    learn_weight_scales: bool = False,
     batch_size: int = 32,
     seed: int = 0,
     quiet: bool = False,
@@ -272,7 +272,10 @@ def distill_qat(
     """KD-QAT: fine-tune `qdq_model` against the float teacher; returns the trained QDQ model.
 
     `w` weighs the KD term against cross-entropy (used only when `data` has labels). Shadow
-    weights and float parameters train at `lr`, LSQ scales at `scale_lr` (Adam, cosine decay).
+    weights and float parameters train with Adam at `lr`; activation step sizes with SGD
+    (momentum 0.9) at `scale_lr` on LSQ-scaled gradients; both decay on a cosine. Weight scales
+    stay at PTQ's (MSE-searched) values unless `learn_weight_scales`: learning them per channel
+    destabilized 4-bit training in our tests (few elements per channel -> large LSQ gradients).
     """
     check_training_options(epochs=epochs, lr=lr, temperature=temperature, batch_size=batch_size, weights=(w,))
     if not scale_lr > 0:
@@ -293,11 +296,10 @@ def distill_qat(
     scale_params = [module.tensor(s) for s in scale_names]
     scale_ids = {id(p) for p in scale_params}
     others = [p for p in module.parameters() if id(p) not in scale_ids]
-    import os
-    if os.environ.get("H3_OPT") == "sgd":
-        optimizer = torch.optim.SGD([{"params": others, "lr": lr}, {"params": scale_params, "lr": scale_lr}], momentum=0.9)
-    else:
-        optimizer = torch.optim.Adam([{"params": others, "lr": lr}] + [{"params": [p], "lr": scale_lr * float(p.detach().abs().mean())} for p in scale_params])
+    # Adam for the weights; plain momentum SGD for the step sizes, where LSQ's gradient scale is
+    # what keeps step-size updates in proportion (Adam would normalize it away)
+    optimizers = ([torch.optim.Adam(others, lr=lr)] if others else []) + (
+        [torch.optim.SGD(scale_params, lr=scale_lr, momentum=0.9)] if scale_params else [])
 
     def keep_scales_positive() -> None:
         with torch.no_grad():
@@ -305,7 +307,7 @@ def distill_qat(
                 p.clamp_(min=1e-8)
 
     targets = teacher_outputs(normalize_model(float_model), data, batch_size)
-    train_kd(module, data, targets, optimizer, epochs=epochs, batch_size=batch_size, temperature=temperature,
+    train_kd(module, data, targets, optimizers, epochs=epochs, batch_size=batch_size, temperature=temperature,
              kd_weight=w, ce_weight=1 - w, seed=seed, quiet=quiet, description="KD-QAT", after_step=keep_scales_positive)
     return _export(qdq, layout, write_back(train_model, module))
 

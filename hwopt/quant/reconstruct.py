@@ -65,7 +65,7 @@ class ReconstructConfig:
     iters: int = 500
     batch_size: int = 32
     lr_round: float = 3e-3
-    lr_act: float = 4e-4
+    lr_act: float = 4e-5
     round_weight: float = 0.01
     warmup: float = 0.2
     beta_range: tuple[float, float] = (20.0, 2.0)

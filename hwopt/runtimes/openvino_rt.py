@@ -58,7 +58,7 @@ class OvSession(Session):
         for op in self._compiled.get_runtime_model().get_ordered_ops():
             info = op.get_rt_info()
             if "runtimePrecision" in info:
-                p = str(info["runtimePrecision"])
+                p = info["runtimePrecision"].astype(str)  # rt_info values are OVAny wrappers
                 counts[p] = counts.get(p, 0) + 1
         return counts
 

@@ -87,10 +87,10 @@ def test_predict_kernels_is_fast_enough_for_a_search(small_table, make_net):
         kernels += extract_kernels(make_net(res=r), "onnxruntime")
     assert len(kernels) >= 50
     predict_kernels(kernels, "x86-avx512", "onnxruntime", table=out)  # warm the caches
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: wall time on a shared machine measures the neighbours
     for _ in range(20):
         predict_kernels(kernels, "x86-avx512", "onnxruntime", table=out)
-    assert (time.perf_counter() - t0) / 20 < 0.005
+    assert (time.process_time() - t0) / 20 < 0.005
 
 
 def test_targets_without_hardware_here_cannot_be_profiled(tmp_path):

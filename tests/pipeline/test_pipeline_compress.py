@@ -76,6 +76,18 @@ def test_rerun_hits_the_cache_and_gives_the_same_report(x86_run, small_model):
     assert again.report["result"] == r.report["result"] and again.report["speedup"] == r.report["speedup"]
 
 
+def test_rpi4_without_the_tflite_tool_is_predicted_on_onnxruntime(small_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HWOPT_TFLITE_VENV", str(tmp_path / "no-venv"))
+    monkeypatch.setenv("HWOPT_TOOL_INSTALL", "0")
+    model, calib, ev = small_model
+    r = compress(model, target="rpi4", calib=calib, eval=ev, out_dir=tmp_path / "o")
+    _check_report(tmp_path / "o", r.report)
+    assert r.report["result"]["runtime"] == "onnxruntime" and r.report["result"]["latency_source"] == "predicted"
+    lite = [c for c in r.report["candidates"] if c["runtime"] == "litert"]
+    assert lite and all(c["status"] == "unavailable" and "export tool missing" in c["reason"] for c in lite)
+
+
+@pytest.mark.slow
 def test_rpi4_is_predicted_and_exported_for_litert(small_model, tmp_path):
     model, calib, ev = small_model
     r = compress(model, target="rpi4", calib=calib, eval=ev, out_dir=tmp_path / "o")
@@ -91,10 +103,10 @@ def test_rpi4_is_predicted_and_exported_for_litert(small_model, tmp_path):
     assert "predicted" in (tmp_path / "o" / "report.html").read_text()
 
 
-def test_latency_budget_that_cannot_be_met_is_said(small_model, tmp_path):
+def test_latency_budget_that_cannot_be_met_is_said(small_model, tmp_path, x86_run):
     model, calib, ev = small_model
     r = compress(model, target="x86-avx512", calib=calib, eval=ev, out_dir=tmp_path / "o", latency_ms=1e-6,
-                 recipe=None)
+                 cache_dir=x86_run[1] / ".cache")
     assert not r.budget_met and "latency budget" in r.reason
     guard = next(s for s in r.report["stages"] if s["stage"] == "guard")
     assert guard["budget_met"] is False and guard["reason"] == r.reason
@@ -112,13 +124,14 @@ def test_bad_inputs_are_clear_errors(small_model, tmp_path):
         compress(tmp_path / "missing.onnx", target="x86-avx512", out_dir=tmp_path / "c")
 
 
-def test_cli_exit_codes_and_json(small_model, tmp_path):
+def test_cli_exit_codes_and_json(small_model, tmp_path, x86_run):
     model, calib, ev = small_model
     p = subprocess.run(["hwopt", "compress", str(model), "--target", "toaster", "-o", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "unknown target" in p.stderr and "Traceback" not in p.stderr
     p = subprocess.run(["hwopt", "compress", str(model), "--target", "x86-avx512", "--calib", str(calib), "--eval", str(ev),
-                        "-o", str(tmp_path / "o"), "--json", "--quiet"], capture_output=True, text=True, timeout=600,
+                        "-o", str(tmp_path / "o"), "--cache-dir", str(x86_run[1] / ".cache"), "--json", "--quiet"],
+                       capture_output=True, text=True, timeout=600,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stderr
     assert tuple(json.loads(p.stdout)) == REPORT_KEYS

@@ -141,3 +141,28 @@ def test_no_prunable_group_is_a_clear_error(tmp_path):
     )
     with pytest.raises(HwoptError, match="no prunable"):
         prune_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), 0.3)
+
+
+def test_kd_finetune_moves_pruned_model_toward_teacher(zoo_model):
+    _, proto, shape = zoo_model("resnet_basic")
+    calib = _calib(shape, 32)
+    x = calib.inputs["input"][:16]
+    ref = run(proto, x)
+    plain = prune_model(proto, 0.5).model
+    tuned = prune_model(proto, 0.5, calib=calib, finetune_epochs=3).model
+    err = lambda m: float(np.mean((run(m, x) - ref) ** 2))  # noqa: E731
+    assert err(tuned) < err(plain)
+    assert [i.name for i in tuned.graph.input] == [i.name for i in proto.graph.input]
+
+
+def test_latency_budget_bisects_on_a_present_target(zoo_model):
+    from hwopt.devices import list_devices
+    from hwopt.pruning.prune import measure_latency_ms
+
+    here = [d for d in list_devices().values() if d.present_here]
+    if not here:
+        pytest.skip("no device profile is present on this machine")
+    _, proto, _ = zoo_model("resnet_basic")
+    budget = 5 * measure_latency_ms(proto)  # generous: shared machines are noisy
+    res = prune_model(proto, None, latency_ms=budget, target=here[0])
+    assert 0.0 <= res.summary["ratio"] <= 0.9 and res.summary["macs_after"] <= res.summary["macs_before"]

@@ -1,0 +1,57 @@
+"""`hwopt predict` and `hwopt profile` through the CLI: JSON contract and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from hwopt.cli import app
+from hwopt.graph.load import save_model
+from hwopt.latency.table import tables_dir
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def model_path(tmp_path, net):
+    return save_model(net, tmp_path / "net.onnx")
+
+
+def test_predict_json_has_the_contract_keys(model_path):
+    res = runner.invoke(app, ["predict", str(model_path), "--target", "rpi4", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert {"target", "runtime", "threads", "latency_ms", "layers", "provenance"} <= set(doc)
+    assert doc["target"] == "rpi4" and doc["runtime"] == "litert"
+    assert {"name", "op", "latency_ms", "source"} <= set(doc["layers"][0])
+    assert {layer["source"] for layer in doc["layers"]} == {"analytical"}
+    assert doc["provenance"]["method"] == "analytical"
+
+
+@pytest.mark.skipif(not (tables_dir() / "x86-avx512-onnxruntime.json").is_file(), reason="table not profiled yet")
+def test_predict_human_output_on_the_measured_table(model_path):
+    res = runner.invoke(app, ["predict", str(model_path), "--target", "x86-avx512", "-r", "onnxruntime"])
+    assert res.exit_code == 0, res.output
+    assert "ms" in res.stdout and "x86-avx512-onnxruntime.json" in res.stdout
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--target", "nosuch"], "unknown target 'nosuch'"),
+    (["--target", "rpi4", "--runtime", "openvino"], "has no runtime 'openvino'"),
+])
+def test_predict_bad_input_exits_2_with_one_line(model_path, args, match):
+    res = runner.invoke(app, ["predict", str(model_path), *args])
+    assert res.exit_code == 2
+    assert match in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_predict_missing_model_exits_2(tmp_path):
+    res = runner.invoke(app, ["predict", str(tmp_path / "none.onnx"), "--target", "rpi4"])
+    assert res.exit_code == 2 and "not found" in res.stderr
+
+
+def test_profile_refuses_a_target_not_present_here(tmp_path):
+    res = runner.invoke(app, ["profile", "--target", "rpi4", "--runtime", "litert", "-o", str(tmp_path / "t.json")])
+    assert res.exit_code == 2 and "not present here" in res.stderr
