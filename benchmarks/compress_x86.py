@@ -40,13 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet_digits", "mobilenet_digits")
 
 
-def example_files(tmp: Path) -> Path:
-    """The folder with the example models and data (generated into `tmp` if the repo has none)."""
-    ex = ROOT / "examples"
+def example_files(tmp: Path, ex: Path) -> Path:
+    """The folder with the example models and data (generated into `tmp` if `ex` has none)."""
     if all((ex / f"{m}.onnx").is_file() for m in MODELS) and (ex / "calib.npz").is_file():
         return ex
     print("examples/*.onnx missing: training them with examples/train_examples.py", flush=True)
-    subprocess.run([sys.executable, str(ex / "train_examples.py"), "--out", str(tmp)], check=True)
+    subprocess.run([sys.executable, str(ROOT / "examples" / "train_examples.py"), "--out", str(tmp)], check=True)
     return tmp
 
 
@@ -135,11 +134,12 @@ def bench(name: str, folder: Path, tmp: Path, quick: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer timing rounds and a 200-sample eval subset")
+    ap.add_argument("--examples", type=Path, default=ROOT / "examples", help="folder with the example models and data")
     args = ap.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
-        folder = example_files(tmp)
+        folder = example_files(tmp, args.examples)
         for name in MODELS:
             r = bench(name, folder, tmp, args.quick)
             results.append(r)

@@ -14,6 +14,7 @@ published per-model error) are read from the calibrated table's provenance, wher
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import sys
 import tempfile
@@ -24,7 +25,8 @@ import numpy as np
 import onnx
 import torch
 
-from hwopt.graph.load import atomic_write_text, load_model
+from hwopt.graph.load import atomic_write_text, load_model, save_model
+from hwopt.graph.normalize import normalize_model
 from hwopt.latency import extract_kernels, predict_latency
 from hwopt.latency.profiler import measure_model
 from hwopt.latency.table import load_table, tables_dir
@@ -54,7 +56,9 @@ def _quantize(src: Path, dst: Path, shape: tuple[int, ...]) -> None:
     """int8 QDQ (S8S8, per-channel weights) with onnxruntime's static quantizer and random calibration."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    name = load_model(src).graph.input[0].name
+    normalized = dst.with_suffix(".fp32norm.onnx")  # torch leaves biases in Constant nodes; the quantizer wants initializers
+    save_model(normalize_model(load_model(src)), normalized)
+    name = load_model(normalized).graph.input[0].name
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -64,7 +68,7 @@ def _quantize(src: Path, dst: Path, shape: tuple[int, ...]) -> None:
         def get_next(self):
             return next(self.batches, None)
 
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+    quantize_static(str(normalized), str(dst), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8, per_channel=True)
 
 
@@ -132,6 +136,7 @@ def main() -> None:
     ap.add_argument("--runtimes", default="onnxruntime,openvino")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's pre-processing advice is not for us
     result: dict = {"benchmark": "latency_predict", "target": "x86-avx512", "threads": 1, "quick": args.quick}
     with tempfile.TemporaryDirectory() as tmp:
         models = build_models(Path(tmp), args.quick)

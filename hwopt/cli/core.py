@@ -8,7 +8,10 @@ import typer
 from rich.table import Table
 
 from hwopt import api
-from hwopt.cli.common import DEVICES_DIR_OPTION, JSON_OPTION, SHAPE_OPTION, command, console, emit_json, split_list
+from hwopt.cli.common import (
+    DEVICES_DIR_OPTION, JSON_OPTION, SHAPE_OPTION, command, console, emit_json, err_console, split_list,
+)
+from hwopt.graph.load import custom_ops, load_model
 from hwopt.graph.shapes import parse_shape_options
 
 
@@ -50,7 +53,11 @@ def inspect_cmd(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Census of a model: opset, op histogram, params, MACs, bytes, and prunable channel groups."""
-    c = api.inspect(model, shapes=parse_shape_options(shape))
+    proto = load_model(model)
+    unknown = custom_ops(proto)
+    if unknown:  # a census still helps; say once (on stderr, so --json stays clean) what will not run
+        err_console.print(f"[yellow]warning:[/] custom ops no runtime here implements: {', '.join(unknown)}", soft_wrap=True)
+    c = api.inspect(proto, shapes=parse_shape_options(shape))
     if json_out:
         emit_json(c.to_dict(with_nodes=nodes))
         return

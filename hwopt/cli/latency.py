@@ -41,12 +41,12 @@ def profile_cmd(
                               on_progress=lambda t, n: bar.update(task, completed=t, n=n))
     summary = {"table": str(out), "device": table.device, "runtime": table.runtime, "threads": table.threads,
                "entries": len(table.entries), "overhead_ms": table.overhead_ms,
-               "compose_scale": table.compose_scale, "provenance": table.provenance}
+               "composition": table.composition, "provenance": table.provenance}
     if json_out:
         emit_json(summary)
         return
     console.print(f"wrote {out} ({len(table.entries)} kernels, predictor {table.predictor}); "
-                  f"overhead {table.overhead_ms:.4f} ms, composition x{table.compose_scale:.3f}")
+                  f"overhead {table.overhead_ms:.4f} ms, composition {table.composition}")
 
 
 def _default_target(runtime: str | None) -> str:

@@ -28,6 +28,7 @@ class GraphBuilder:
         self.input = name
         self._n = 0
         self._dq: set[str] = set()
+        self._w_scale: dict[str, np.ndarray] = {}  # weight DequantizeLinear output -> per-channel scale
 
     def _name(self, prefix: str) -> str:
         self._n += 1
@@ -66,14 +67,19 @@ class GraphBuilder:
         q = np.clip(np.round(w / scale.reshape((-1,) + (1,) * (len(shape) - 1))), -127, 127).astype(np.int8)
         qn = self._init("wq", q)
         sn = self._init("ws", scale.astype(np.float32))
+        self._w_scale[qn] = scale.astype(np.float32)
         zn = self._init("wz", np.zeros(shape[0], np.int8))
-        return self._node("DequantizeLinear", [qn, sn, zn], shape, axis=0)
+        dq = self._node("DequantizeLinear", [qn, sn, zn], shape, axis=0)
+        self._w_scale[dq] = self._w_scale.pop(qn)
+        return dq
 
     def _bias(self, n: int, w_name: str) -> str:
         if not self.int8:
             return self._init("b", (self.rng.standard_normal(n) * 0.01).astype(np.float32))
+        # int32 bias at scale = input scale x weight scale: anything else and onnxruntime does not
+        # select the QDQ group, running a float conv between Q/DQ nodes instead of QLinearConv
         q = self._init("bq", np.zeros(n, np.int32))
-        s = self._init("bs", np.full(n, _ACT_SCALE * 0.01, np.float32))
+        s = self._init("bs", (_ACT_SCALE * self._w_scale[w_name]).astype(np.float32))
         return self._node("DequantizeLinear", [q, s], (n,), axis=0)
 
     def conv(self, x: str, c_out: int, k: int = 3, s: int = 1, g: int = 1, *, bias: bool = True, bn: bool = False,
@@ -87,11 +93,17 @@ class GraphBuilder:
         y = self._node("Conv", ins, shape, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, group=g)
         if bn:
             y = self.batchnorm(y)
+        if self.int8:  # the layout onnxruntime's quantizer emits: each op in its own Q/DQ group
+            y = self.qdq(y)
+            return self.add(y, residual, act) if residual is not None else self._int8_act(y, act)
         if residual is not None:
-            y = self._node("Add", [y, self.qdq(residual)], shape)
-        if act:
-            y = self.act(y, act, quantize=False)
-        return self.qdq(y)
+            y = self._node("Add", [y, residual], shape)
+        return self.act(y, act) if act else y
+
+    def _int8_act(self, y: str, act: str | None) -> str:
+        """Relu/Relu6 after an int8 op is folded into the output quantization range (as quantizers
+        do); other activations stay separate quantized ops."""
+        return y if act in (None, "Relu", "Relu6") else self.act(y, act)
 
     def batchnorm(self, x: str) -> str:
         c = self.shapes[x][1]
@@ -100,7 +112,7 @@ class GraphBuilder:
                0.1 * self.rng.standard_normal(c), 1 + 0.1 * np.abs(self.rng.standard_normal(c)))]
         return self._node("BatchNormalization", [x, *ps], self.shapes[x])
 
-    def act(self, x: str, kind: str, *, quantize: bool = True) -> str:
+    def act(self, x: str, kind: str) -> str:
         """Relu, Relu6 (Clip 0..6), Sigmoid, HardSigmoid, HardSwish, Swish (x*sigmoid(x)), Tanh."""
         shape = self.shapes[x]
         if kind == "Relu6":
@@ -110,11 +122,13 @@ class GraphBuilder:
             y = self._node("Mul", [x, self._node("Sigmoid", [x], shape)], shape)
         else:
             y = self._node(kind, [x], shape)
-        return self.qdq(y) if quantize else y
+        return self.qdq(y)
 
     def add(self, a: str, b: str, act: str | None = None) -> str:
         y = self._node("Add", [self.qdq(a), self.qdq(b)], self.shapes[a])
-        return self.act(y, act) if act else self.qdq(y)
+        if self.int8:
+            return self._int8_act(self.qdq(y), act)
+        return self.act(y, act) if act else y
 
     def mul(self, a: str, b: str) -> str:
         shape = tuple(max(p, q) for p, q in zip(self.shapes[a], self.shapes[b]))
@@ -140,9 +154,9 @@ class GraphBuilder:
         n, k = self.shapes[x]
         wn = self._weight((n_out, k))
         y = self._node("Gemm", [self.qdq(x), wn, self._bias(n_out, wn)], (n, n_out), transB=1)
-        if act:
-            y = self.act(y, act, quantize=False)
-        return self.qdq(y)
+        if self.int8:
+            return self._int8_act(self.qdq(y), act)
+        return self.act(y, act) if act else y
 
     def concat(self, xs: list[str]) -> str:
         shape = list(self.shapes[xs[0]])

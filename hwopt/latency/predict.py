@@ -134,7 +134,8 @@ def predict_kernels(kernels: Sequence[Kernel], target: str | DeviceProfile, runt
     """Latency of precomputed kernels (from `extract_kernels`), for callers that predict many variants."""
     dev, tab = resolve_table(target, runtime, table)
     ms, src = kernel_estimates(kernels, dev, tab)
-    ms = tab.in_model_ms(ms, np.array([k.io_bytes for k in kernels])) if tab.method == "measured" else ms
+    if tab.method == "measured":
+        ms = tab.in_model_ms(ms, np.array([k.io_bytes for k in kernels]), [k.dtype for k in kernels])
     layers = [
         LayerLatency(k.nodes[0] if k.nodes else k.op, k.op, float(t), s, k.key, list(k.nodes))
         for k, t, s in zip(kernels, ms, src)

@@ -293,30 +293,35 @@ def build_table(dev: DeviceProfile, runtime: str, records, overhead_ms: float, *
 
 
 def _fit_composition(blocks, table: LatencyTable, dev: DeviceProfile, predictor) -> dict:
-    """Fit block_ms = scale * sum(isolated) - per_byte * (sum of kernel I/O bytes - block I/O bytes).
+    """Per dtype, fit block_ms = scale * sum(isolated) - per_byte * (kernel I/O bytes - block I/O bytes).
 
-    An isolated kernel pays the layout reorder and copy of its own input and output; inside a
-    block only the block's outer input and output are paid, so the inner bytes are what to take off.
+    An isolated kernel pays the layout reorder, copy and (int8) quantization of its own input and
+    output; inside a block only the block's outer input and output are paid, so the inner bytes
+    are what to take off. int8 and fp32 blocks differ a lot here, so each gets its own pair.
     """
-    per_block, inner = [], []
-    for ks, _ in blocks:
-        known = [table.entries.get(k.key) for k in ks]
-        learned = [k for k, v in zip(ks, known) if v is None and predictor.covers(k)]
-        guessed = dict(zip([k.key for k in learned], predictor.predict(learned, dev, table.roofline))) if learned else {}
-        per_block.append(np.array([
-            v if v is not None else guessed.get(k.key) or float(kernels_ms([k], dev, table.roofline)[0])
-            for k, v in zip(ks, known)
-        ]))
-        outer = DTYPE_BYTES.get(ks[0].dtype, 4) * (np.prod(ks[0].inputs[0]) + np.prod(ks[-1].output))
-        inner.append(sum(k.io_bytes for k in ks) - outer)
-    e = np.array([b.sum() for b in per_block])
-    d = np.array(inner, float)
-    m = np.array([net for _, net in blocks])
-    (scale, per_byte), *_ = np.linalg.lstsq(np.column_stack([e / m, -d / m]), np.ones(len(m)), rcond=None)
-    if per_byte < 0 or scale <= 0:  # the data do not support a reorder term: a pure scale
-        scale, per_byte = float(np.median(m / e)), 0.0
-    table.compose_scale, table.compose_ms_per_byte = float(scale), float(per_byte)
-    pred = np.array([table.in_model_ms(b, np.array([k.io_bytes for k in ks])).sum()
-                     for b, (ks, _) in zip(per_block, blocks)])
-    return {"scale": round(float(scale), 4), "ms_per_MB": round(float(per_byte) * 1e6, 4), "blocks": len(m),
-            "block_mean_abs_rel_error": round(float(np.mean(np.abs(pred / m - 1))), 4)}
+    report = {}
+    for dtype in sorted({ks[0].dtype for ks, _ in blocks}):
+        chosen = [(ks, net) for ks, net in blocks if ks[0].dtype == dtype]
+        per_block, inner = [], []
+        for ks, _ in chosen:
+            known = [table.entries.get(k.key) for k in ks]
+            learned = [k for k, v in zip(ks, known) if v is None and predictor.covers(k)]
+            guessed = dict(zip([k.key for k in learned], predictor.predict(learned, dev, table.roofline))) if learned else {}
+            per_block.append(np.array([
+                v if v is not None else guessed.get(k.key) or float(kernels_ms([k], dev, table.roofline)[0])
+                for k, v in zip(ks, known)
+            ]))
+            outer = DTYPE_BYTES.get(dtype, 4) * (np.prod(ks[0].inputs[0]) + np.prod(ks[-1].output))
+            inner.append(sum(k.io_bytes for k in ks) - outer)
+        e = np.array([b.sum() for b in per_block])
+        d = np.array(inner, float)
+        m = np.array([net for _, net in chosen])
+        (scale, per_byte), *_ = np.linalg.lstsq(np.column_stack([e / m, -d / m]), np.ones(len(m)), rcond=None)
+        if per_byte < 0 or scale <= 0:  # the data do not support a reorder term: a pure scale
+            scale, per_byte = float(np.median(m / e)), 0.0
+        table.composition[dtype] = [float(scale), float(per_byte)]
+        pred = np.array([table.in_model_ms(b, np.array([k.io_bytes for k in ks]), [dtype] * len(ks)).sum()
+                         for b, (ks, _) in zip(per_block, chosen)])
+        report[dtype] = {"scale": round(float(scale), 4), "ms_per_MB": round(float(per_byte) * 1e6, 4),
+                         "blocks": len(m), "block_mean_abs_rel_error": round(float(np.mean(np.abs(pred / m - 1))), 4)}
+    return report

@@ -36,11 +36,10 @@ class LatencyTable:
     entries: dict[str, float] = field(default_factory=dict)  # kernel key -> ms
     kernels: dict[str, Kernel] = field(default_factory=dict)  # kernel key -> Kernel
     overhead_ms: float = 0.0  # per inference, added once to the kernel sum
-    # inside a model a kernel takes compose_scale * isolated - compose_ms_per_byte * its activation bytes:
-    # an isolated run pays its own input/output layout reorders and copies, a model pays them once.
-    # Both are fitted on profiled multi-kernel blocks.
-    compose_scale: float = 1.0
-    compose_ms_per_byte: float = 0.0
+    # per dtype, inside a model a kernel takes scale * isolated - ms_per_byte * its activation bytes:
+    # an isolated run pays its own input/output layout reorders, copies and (int8) quantization, a model
+    # pays them once. Fitted on profiled multi-kernel blocks: {"fp32": [scale, ms_per_byte], ...}
+    composition: dict[str, list[float]] = field(default_factory=dict)
     predictor: str | None = None  # file name of the trained predictor, next to the table
     path: Path | None = None
 
@@ -54,8 +53,7 @@ class LatencyTable:
             "provenance": self.provenance,
             "roofline": self.roofline.to_dict(),
             "overhead_ms": round(self.overhead_ms, 6),
-            "compose_scale": round(self.compose_scale, 6),
-            "compose_ms_per_byte": self.compose_ms_per_byte,
+            "composition": self.composition,
             "predictor": self.predictor,
             "entries": {k: {**self.kernels[k].to_dict(), "ms": round(ms, 6)} for k, ms in self.entries.items()},
         }
@@ -65,10 +63,11 @@ class LatencyTable:
         self.path = atomic_write_text(self.to_json(), path)
         return self.path
 
-    def in_model_ms(self, isolated_ms: np.ndarray, io_bytes: np.ndarray) -> np.ndarray:
+    def in_model_ms(self, isolated_ms: np.ndarray, io_bytes: np.ndarray, dtypes: list[str]) -> np.ndarray:
         """Isolated kernel times -> their share of a whole model's time (never below a quarter)."""
-        scaled = self.compose_scale * isolated_ms
-        return np.maximum(scaled - self.compose_ms_per_byte * io_bytes, 0.25 * scaled)
+        coef = np.array([self.composition.get(d, (1.0, 0.0)) for d in dtypes]).reshape(-1, 2)
+        scaled = coef[:, 0] * isolated_ms
+        return np.maximum(scaled - coef[:, 1] * io_bytes, 0.25 * scaled)
 
     def add(self, kernel: Kernel, ms: float) -> None:
         self.entries[kernel.key] = ms
@@ -106,8 +105,7 @@ def parse_table(text: str, source: str) -> LatencyTable:
             entries={k: float(v["ms"]) for k, v in entries.items()},
             kernels=kernels,
             overhead_ms=float(doc.get("overhead_ms", 0.0)),
-            compose_scale=float(doc.get("compose_scale", 1.0)),
-            compose_ms_per_byte=float(doc.get("compose_ms_per_byte", 0.0)),
+            composition={k: [float(x) for x in v] for k, v in doc.get("composition", {}).items()},
             predictor=doc.get("predictor"),
         )
     except (KeyError, TypeError, ValueError) as exc:

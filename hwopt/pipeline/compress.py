@@ -160,6 +160,8 @@ def compress(
     if progress:
         progress(len(plan.candidates), len(plan.candidates), "done")
 
+    if plan.measure:
+        _confirm_latencies(records, arts, plan, cache, ctx)
     base = _baseline(records, plan, device)
     verdict = choose(records, base, plan.max_accuracy_drop, plan.latency_ms, prefer=lambda r: _preference(r, device))
     for rec in records:
@@ -203,6 +205,49 @@ def _try(cand: Candidate, source: Artifact, cache: StageCache, ctx: StageContext
     v = m.get("verification") or {}
     rec["verification"] = {k: v.get(k) for k in ("ran", "passed", "max_abs_diff", "cosine", "reason")}
     return rec, art
+
+
+#: candidates re-timed side by side before the guard decides, and how
+CONFIRM_TOP, CONFIRM_ROUNDS, CONFIRM_RUNS = 4, 5, 30
+
+
+def _confirm_latencies(records: list[dict], arts: dict[str, Artifact], plan: Recipe, cache: StageCache,
+                       ctx: StageContext) -> None:
+    """Re-time the contenders interleaved (median of per-round medians) and use those numbers.
+
+    Each candidate was first timed alone; on a shared machine the load drifts between those
+    runs, so the float baselines and the fastest candidates within the budget are timed again
+    in rounds, side by side. Cached like a stage, so a resumed run decides the same way.
+    """
+    from hwopt.exporters.sessions import open_artifact
+    from hwopt.runtimes import time_session
+
+    floats = {f"{b['runtime']}-{b.get('precision', 'fp32')}" for b in plan.baseline}
+    timed = [r for r in records if r["status"] == "ok" and r.get("latency_source") == "measured"]
+    eligible = sorted((r for r in timed if meets_accuracy(r["accuracy_drop"], plan.max_accuracy_drop)),
+                      key=lambda r: r["latency_ms"])
+    names = sorted({r["name"] for r in timed if r["name"] in floats} | {r["name"] for r in eligible[:CONFIRM_TOP]})
+    if len(names) < 2:
+        return
+    key = cache_key("confirm", [arts[n].digest for n in names] + [ctx.data_digest],
+                    {"names": names, "threads": ctx.threads, "rounds": CONFIRM_ROUNDS, "runs": CONFIRM_RUNS})
+
+    def run(work: Path) -> dict:
+        out_shapes = [r.shape[1:] for r in ctx.reference]
+        sessions = {n: open_artifact(arts[n].runtime, arts[n].path, arts[n].precision, onnx_inputs=list(ctx.eval.inputs),
+                                     output_shapes=out_shapes, threads=ctx.threads) for n in names}
+        feeds = next(ctx.eval.batches(1))
+        per: dict[str, list[float]] = {n: [] for n in names}
+        for _ in range(CONFIRM_ROUNDS):
+            for n, sess in sessions.items():
+                per[n].append(float(np.median(time_session(sess, feeds, warmup=3, runs=CONFIRM_RUNS))))
+        return {n: float(np.median(v)) for n, v in per.items()}
+
+    confirmed, _ = cache.get_or_run("confirm", key, run)
+    for r in records:
+        if r["name"] in confirmed:
+            r["screen_ms"] = r["latency_ms"]
+            r["latency_ms"] = confirmed[r["name"]]
 
 
 def _preference(rec: dict, device: DeviceProfile) -> tuple:

@@ -64,9 +64,9 @@ class ReconstructConfig:
     method: str = "qdrop"
     iters: int = 500
     batch_size: int = 32
-    lr_round: float = 3e-3
+    lr_round: float = 1e-2
     lr_act: float = 4e-5
-    round_weight: float = 0.01
+    round_weight: float = 0.1
     warmup: float = 0.2
     beta_range: tuple[float, float] = (20.0, 2.0)
     drop_prob: float = 0.5
@@ -178,6 +178,10 @@ def reconstruct_block(
     nearest = evaluate_block(block, q_inputs, targets, loss_outputs)
     for w in w_list:
         w.hard = False
+    # the error is measured relative to round-to-nearest and the regularizer per weight, so that
+    # one `round_weight` balances them for any block size and output magnitude
+    scale = max(nearest, 1e-12)
+    n_weights = sum(w.alpha.numel() for w in w_list)
     opt_w = torch.optim.Adam([w.alpha for w in w_list], lr=cfg.lr_round) if w_list else None
     opt_a = torch.optim.Adam([a.scale for a in a_list], lr=cfg.lr_act) if a_list else None
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_a, T_max=max(cfg.iters, 1)) if opt_a else None
@@ -185,10 +189,10 @@ def reconstruct_block(
     for it in range(cfg.iters):
         idx = torch.randint(n, (min(cfg.batch_size, n),), generator=gen)
         xs = mix_inputs([f[idx] for f in fp_inputs], [q[idx] for q in q_inputs], cfg.drop, gen)
-        loss = reconstruction_error(block_outputs(block, xs), [t[idx] for t in targets], loss_outputs)
+        loss = reconstruction_error(block_outputs(block, xs), [t[idx] for t in targets], loss_outputs) / scale
         beta = cfg.beta(it)
         if beta is not None and w_list:
-            loss = loss + cfg.round_weight * sum(w.regularizer(beta) for w in w_list)
+            loss = loss + cfg.round_weight * sum(w.regularizer(beta) for w in w_list) / n_weights
         for opt in (opt_w, opt_a):
             if opt:
                 opt.zero_grad()

@@ -93,7 +93,9 @@ def test_matmul_gemm_and_conv_transpose_macs() -> None:
          helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 4, 6, 7]),
          helper.make_tensor_value_info("g", TensorProto.FLOAT, [3, 8]),
          helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4, 5, 5])],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None]) for n in ("ab", "gw", "tt")],
+        [helper.make_tensor_value_info("ab", TensorProto.FLOAT, [2, 4, 5, 7]),
+         helper.make_tensor_value_info("gw", TensorProto.FLOAT, [3, 16]),
+         helper.make_tensor_value_info("tt", TensorProto.FLOAT, [1, 6, 10, 10])],
         [w, wt],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

@@ -53,8 +53,9 @@ def test_table_hit_predictor_and_fallback_sources(small_table, net):
     key, ms = next(iter(table.entries.items()))
     hit = predict_kernels([table.kernels[key]], "x86-avx512", "onnxruntime", table=out)
     assert hit.layers[0].source == "table"
-    assert hit.layers[0].latency_ms == pytest.approx(table.in_model_ms(np.array([ms]),
-                                                                      np.array([table.kernels[key].io_bytes]))[0])
+    k = table.kernels[key]
+    assert hit.layers[0].latency_ms == pytest.approx(table.in_model_ms(np.array([ms]), np.array([k.io_bytes]),
+                                                                      [k.dtype])[0])
     pred = predict_latency(net, "x86-avx512", "onnxruntime", table=out)
     assert pred.latency_ms > 0 and {"table", "predictor"} & set(pred.sources)
     assert pred.latency_ms == pytest.approx(sum(x.latency_ms for x in pred.layers) + table.overhead_ms)

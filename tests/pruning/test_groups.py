@@ -10,13 +10,13 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from hwopt.models.export import export_onnx
+from hwopt.models.zoo import ZOO
 from hwopt.pruning import apply_pruning, build_groups, describe_groups, prepare_model
 
-from prune_helpers import ZOO_NAMES, run, zero_channels
 
 
-@pytest.mark.parametrize("name", ZOO_NAMES)
-def test_zeroed_channels_prune_exactly(zoo_model, name):
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zeroed_channels_prune_exactly(zoo_model, name, run_model, zero):
     """(a) zero chosen channels in every member of every group, prune exactly those: same outputs."""
     _, proto, shape = zoo_model(name)
     model = prepare_model(proto)
@@ -28,10 +28,10 @@ def test_zeroed_channels_prune_exactly(zoo_model, name):
     for g in prunable:
         drop = rng.choice(g.free, size=max(1, min(len(g.free), g.channels - 1) // 3), replace=False)
         keep[g.id] = np.setdiff1d(np.arange(g.channels), drop)
-        zeroed = zero_channels(zeroed, g, drop)
+        zeroed = zero(zeroed, g, drop)
     pruned = apply_pruning(zeroed, keep, groups)
     x = rng.standard_normal(shape).astype(np.float32)
-    np.testing.assert_allclose(run(pruned, x), run(zeroed, x), atol=1e-5)
+    np.testing.assert_allclose(run_model(pruned, x), run_model(zeroed, x), atol=1e-5)
     params = lambda m: sum(int(np.prod(t.dims)) for t in m.graph.initializer)  # noqa: E731
     assert params(pruned) < params(zeroed)
 
@@ -81,7 +81,7 @@ def test_unknown_op_is_a_barrier_not_a_corrupt_graph():
     assert not by_member[("Conv_4",)]["prunable"]  # graph output
 
 
-def test_constant_node_weights_and_opset11(tmp_path):
+def test_constant_node_weights_and_opset11(tmp_path, run_model):
     """Weights held in Constant nodes (opset 11 export) are found and pruned like initializers."""
     torch.manual_seed(0)
     module = _tiny()
@@ -97,5 +97,5 @@ def test_constant_node_weights_and_opset11(tmp_path):
     g = next(g for g in groups if g.prunable)
     pruned = apply_pruning(as_constants, {g.id: [0, 2, 4]}, groups)
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
-    assert run(pruned, x).shape == run(as_constants, x).shape
+    assert run_model(pruned, x).shape == run_model(as_constants, x).shape
     assert [o for o in pruned.opset_import if o.domain == ""][0].version >= 13

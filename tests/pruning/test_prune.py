@@ -10,21 +10,21 @@ from typer.testing import CliRunner
 from hwopt.cli import app
 from hwopt.data import Dataset
 from hwopt.devices import load_device
+from hwopt.models.zoo import ZOO
 from hwopt.pruning import apply_pruning, build_groups, prepare_model, prune_model
 from hwopt.pruning import obspa
 from hwopt.runtimes import get_runtime
-from prune_helpers import ZOO_NAMES, run, zero_channels
 
 
-@pytest.mark.parametrize("name", ZOO_NAMES)
-def test_thirty_percent_runs_on_onnxruntime_and_openvino(zoo_model, name):
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_thirty_percent_runs_on_onnxruntime_and_openvino(zoo_model, name, run_model):
     """(b) 30% pruning validates (checker + ORT inside prune_model) and OpenVINO agrees with ORT."""
     _, proto, shape = zoo_model(name)
     result = prune_model(proto, 0.3)
     s = result.summary
     assert s["groups_pruned"] > 0 and s["macs_after"] < s["macs_before"] and s["params_after"] < s["params_before"]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    ort_out = run(result.model, x)
+    ort_out = run_model(result.model, x)
     ov = get_runtime("openvino")
     if not ov.available():
         pytest.skip("OpenVINO not installed")
@@ -36,14 +36,14 @@ def _calib(shape, n=16):
     return Dataset({"input": np.random.default_rng(1).standard_normal((n, *shape[1:])).astype(np.float32)})
 
 
-def test_obs_removing_zero_channels_changes_nothing(zoo_model):
+def test_obs_removing_zero_channels_changes_nothing(zoo_model, run_model, zero):
     """Channels whose consumer columns are zero cost nothing and need no compensation."""
     _, proto, shape = zoo_model("resnet_basic")
     model = prepare_model(proto)
     groups = build_groups(model, prepared=True)
     g = next(g for g in groups if g.prunable and g.channels >= 16)
     drop = np.array([1, 5, 9])
-    zeroed = zero_channels(model, g, drop, roles=("in", "out", "bias"))
+    zeroed = zero(model, g, drop, roles=("in", "out", "bias"))
     cons = obspa.consumers(zeroed, groups)
     hinv = obspa.inverses(obspa.collect_hessians(zeroed, cons, _calib(shape)))
     scores = obspa.obs_scores(zeroed, groups, cons, hinv)[g.id]
@@ -52,18 +52,18 @@ def test_obs_removing_zero_channels_changes_nothing(zoo_model):
     weights = obspa.obs_updates(zeroed, cons, hinv, keep, {g.id: g.channels})
     pruned = apply_pruning(zeroed, keep, groups, weights=weights)
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
-    np.testing.assert_allclose(run(pruned, x), run(zeroed, x), atol=1e-5)
+    np.testing.assert_allclose(run_model(pruned, x), run_model(zeroed, x), atol=1e-5)
 
 
-def test_obs_compensation_beats_plain_removal(zoo_model):
+def test_obs_compensation_beats_plain_removal(zoo_model, run_model):
     """OBSPA's weight update lowers the output error of the same removal on calibration-like data."""
     _, proto, shape = zoo_model("resnet_basic")
     calib = _calib(shape, 32)
     x = calib.inputs["input"][:8]
-    ref = run(proto, x)
+    ref = run_model(proto, x)
     obs = prune_model(proto, 0.5, criterion="obs", calib=calib).model
     plain = prune_model(proto, 0.5, criterion="l2").model
-    err = lambda m: float(np.mean((run(m, x) - ref) ** 2))  # noqa: E731
+    err = lambda m: float(np.mean((run_model(m, x) - ref) ** 2))  # noqa: E731
     assert err(obs) < err(plain)
 
 
@@ -143,14 +143,14 @@ def test_no_prunable_group_is_a_clear_error(tmp_path):
         prune_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), 0.3)
 
 
-def test_kd_finetune_moves_pruned_model_toward_teacher(zoo_model):
+def test_kd_finetune_moves_pruned_model_toward_teacher(zoo_model, run_model):
     _, proto, shape = zoo_model("resnet_basic")
     calib = _calib(shape, 32)
     x = calib.inputs["input"][:16]
-    ref = run(proto, x)
+    ref = run_model(proto, x)
     plain = prune_model(proto, 0.5).model
     tuned = prune_model(proto, 0.5, calib=calib, finetune_epochs=3).model
-    err = lambda m: float(np.mean((run(m, x) - ref) ** 2))  # noqa: E731
+    err = lambda m: float(np.mean((run_model(m, x) - ref) ** 2))  # noqa: E731
     assert err(tuned) < err(plain)
     assert [i.name for i in tuned.graph.input] == [i.name for i in proto.graph.input]
 

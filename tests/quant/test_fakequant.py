@@ -38,11 +38,11 @@ def test_adaround_starts_at_float_weight_and_hard_start_is_nearest():
 
 def test_adaround_regularizer_vanishes_only_at_binary_rounding():
     q = _weight_quantizer()
-    assert float(q.regularizer(2.0)) > 0
+    assert q.regularizer(2.0).item() > 0
     with torch.no_grad():
         q.alpha.copy_(torch.where(q.alpha >= 0, 20.0, -20.0))
-    assert float(q.regularizer(2.0)) == pytest.approx(0.0, abs=1e-6)
-    assert float(q.regularizer(20.0)) <= float(q.regularizer(2.0)) + 1e-9
+    assert q.regularizer(2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert q.regularizer(20.0).item() <= q.regularizer(2.0).item() + 1e-9
 
 
 def test_adaround_gradient_reaches_rounding_variables():
