@@ -31,7 +31,7 @@ from hwopt.nas.evolution import EvolutionSettings, evolve, latency_range
 from hwopt.nas.ofa_space import export_subnet
 from hwopt.nas.predictor import MeasurementCache, fit_predictor, measure_subnets
 from hwopt.nas.genes import sizes
-from hwopt.nas.latency_cache import cached_latency_model
+from hwopt.nas.latency_cache import cache_dir, cached_latency_model
 from hwopt.nas.subnets import SupernetProblem
 from hwopt.pruning.apply import apply_pruning
 from hwopt.pruning.groups import build_groups, prepare_model
@@ -59,12 +59,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer measured subnets and timing runs")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    n_subnets, runs = (100, 200) if args.quick else (200, 500)
+    n_subnets, runs = (60, 200) if args.quick else (200, 500)
     dev = load_device("x86-avx512")
     problem = SupernetProblem("ofa-mbv3-digits")
     space, genes = problem.space, problem.space.genes
     tmp = Path(tempfile.mkdtemp())
-    cache = MeasurementCache(tmp / "measurements.json", problem.cache_tag)
+    cache = MeasurementCache(cache_dir() / f"measurements-{problem.cache_tag}.json", problem.cache_tag)
 
     t0 = time.perf_counter()
     lat = cached_latency_model(problem, dev, "onnxruntime", "measured")

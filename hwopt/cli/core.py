@@ -118,7 +118,8 @@ def bench_cmd(
     base = results[0].p50_ms
     for r in results:
         table.add_row(
-            r.runtime, r.version, r.precision, f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",
+            # OpenVINO's version ends in a long build id; the table shows the release only
+            r.runtime, r.version.split("-")[0], r.precision, f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",
             f"{r.mean_ms:.3f}", f"{base / r.p50_ms:.2f}x",
         )
     console.print(table)

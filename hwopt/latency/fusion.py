@@ -103,8 +103,7 @@ def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
             stub = g.initializer.add()
             stub.name, stub.data_type = t.name, t.data_type
             stub.dims.extend(t.dims)
-            # inference reads dims only; give it a well-formed (empty raw) payload of the right size lazily
-            stub.raw_data = b""
+            stub.raw_data = b""  # shape inference reads dims only; no payload to copy
         else:
             g.initializer.append(t)
     return light

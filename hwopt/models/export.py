@@ -54,7 +54,6 @@ def export_onnx(
             do_constant_folding=True,
         )
     proto = onnx.load_model_from_string(buf.getvalue())
-    proto.producer_name = "hwopt.models.export (torch " + torch.__version__.split("+")[0] + ")"
     check_model(proto, name=Path(path).name, full=True)
     save_model(proto, path)
     return proto

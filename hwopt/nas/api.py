@@ -22,7 +22,7 @@ from hwopt.errors import HwoptError
 from hwopt.graph.load import atomic_write_text
 from hwopt.nas.evolution import EvolutionSettings, spread_sample, check_budget, evolve, latency_range
 from hwopt.nas.genes import AdditiveLatency, sizes
-from hwopt.nas.latency_cache import cached_latency_model
+from hwopt.nas.latency_cache import cache_dir, cached_latency_model
 from hwopt.nas.plot import pareto_plot
 from hwopt.nas.predictor import MeasurementCache, PredictorQuality, fit_predictor, measure_subnets
 from hwopt.nas.subnets import SubnetProblem, problem_for
@@ -148,7 +148,7 @@ def search(
     say(f"measuring {n_subnets} subnets for the accuracy predictor")
     sample = sample_subnets(problem.space, n_subnets, seed)
     configs = [problem.space.decode(r) for r in sample]
-    cache = MeasurementCache(out / "measurements.json", tag=problem.cache_tag)
+    cache = MeasurementCache(cache_dir() / f"measurements-{problem.cache_tag}.json", tag=problem.cache_tag)
     acc = measure_subnets(configs, problem.accuracy, cache)
     pred, quality = fit_predictor(problem.space.features(sample), acc, kind=predictor, seed=seed)
     say(f"predictor held-out spearman {quality.spearman:.3f}, rmse {quality.rmse:.3f}")
@@ -157,7 +157,7 @@ def search(
         return pred.predict(problem.space.features(pop))
 
     results: list[SearchResult] = []
-    artifacts = ["measurements.json"]
+    artifacts: list[str] = []
     for dev in devices:
         lat = lat_models[dev.name]
         for b in all_budgets:

@@ -377,13 +377,13 @@ def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
 class TrainSchedule:
     """Epochs per progressive-shrinking phase and the per-step subnet sampling."""
 
-    full: int = 8
-    kernel: int = 3
-    depth: int = 3
-    expand: int = 4
+    full: int = 5
+    kernel: int = 2
+    depth: int = 2
+    expand: int = 3
     subnets_per_step: int = 2
     batch_size: int = 64
-    lr: float = 5e-3
+    lr: float = 3e-3
     phases: list[str] = field(default_factory=lambda: ["full", "kernel", "depth", "expand"])
 
 

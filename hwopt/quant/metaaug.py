@@ -148,6 +148,8 @@ class MetaAugmenter:
         if not theta:
             return 0.0
         step = {name: (cfg.lr_round if name.endswith("alpha") else cfg.lr_act) for name in theta}
+        n_weights = sum(v.numel() for k, v in theta.items() if k.endswith("alpha"))
+        rec_scale = 1.0
         for a in a_list:
             a.drop_prob, a.generator = cfg.drop, self.gen
         with torch.no_grad(), quant_disabled(block):
@@ -166,9 +168,12 @@ class MetaAugmenter:
             block.train()
             out = functional_call(block, theta, tuple(mix_inputs(fp_in, q_in, cfg.drop, self.gen)))
             inner = reconstruction_error(out, target, range(len(target)))
+            if it == 0:  # balance error and regularizer as `reconstruct_block` does
+                rec_scale = max(float(inner.detach()), 1e-12)
+            inner = inner / rec_scale
             beta = cfg.beta(it, self.meta_iters)
-            if beta is not None:
-                inner = inner + cfg.round_weight * sum(
+            if beta is not None and n_weights:
+                inner = inner + cfg.round_weight / n_weights * sum(
                     (1 - (2 * rectified_sigmoid(v) - 1).abs().pow(beta)).sum() for k, v in theta.items() if k.endswith("alpha"))
             grads = torch.autograd.grad(inner, list(theta.values()), create_graph=True)
             updated = {k: v - step[k] * g / (g.pow(2).mean().sqrt() + 1e-12) for (k, v), g in zip(theta.items(), grads)}

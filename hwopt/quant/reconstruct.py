@@ -64,9 +64,9 @@ class ReconstructConfig:
     method: str = "qdrop"
     iters: int = 500
     batch_size: int = 32
-    lr_round: float = 1e-2
+    lr_round: float = 3e-2
     lr_act: float = 4e-5
-    round_weight: float = 0.1
+    round_weight: float = 1.0
     warmup: float = 0.2
     beta_range: tuple[float, float] = (20.0, 2.0)
     drop_prob: float = 0.5

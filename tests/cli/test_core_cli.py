@@ -21,7 +21,8 @@ FAST = ["--warmup", "1", "--runs", "5"]
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
+    """Run the CLI in-process; a wide terminal so rich does not abbreviate table cells."""
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "160"})
 
 
 def test_inspect_json_keys_and_values(tiny_model_path) -> None:

@@ -1,0 +1,167 @@
+"""Block reconstruction: partitioning, torch/ONNX agreement, AdaRound vs nearest, write-back."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from hwopt.data import Dataset
+from hwopt.errors import HwoptError
+from hwopt.quant.fakequant import AdaRoundQuantizer, set_quant_enabled, weight_quantizers
+from hwopt.quant.ptq import calibrate_plan, emit, plan_quantization
+from hwopt.quant.qdq import read_quant_params
+from hwopt.quant.reconstruct import (
+    QdqNet,
+    ReconstructConfig,
+    reconstruct,
+    reconstruct_block,
+    reconstruct_summary,
+    run_chain,
+)
+from hwopt.quant.schemes import scheme_for
+from hwopt.runtimes import get_runtime
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def w4a4(tiny_model, digits) -> onnx.ModelProto:
+    plan = plan_quantization(tiny_model, scheme_for("onnxruntime"))
+    return emit(plan, calibrate_plan(plan, digits["calib"], "mse"), wbits=4, abits=4)
+
+
+def _unoptimized_ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_blocks_cover_the_graph_in_order_and_chain(tiny_model, w4a4):
+    net = QdqNet(w4a4, tiny_model)
+    assert len(net.blocks) >= 2
+    assert [n.name for b in net.blocks for n in b.steps] == [n.name for n in net.steps]
+    assert net.blocks[0].input_names == ["x"] and net.blocks[-1].output_names == ["logits"]
+    for a, b in zip(net.blocks, net.blocks[1:]):
+        assert a.output_names == b.input_names
+    owned = [k for b in net.blocks for k in (*b.wq, *b.aq)]
+    read = {name for n in net.steps for name in n.inputs if name in net.act_src or name in net.weight_src}
+    assert len(owned) == len(set(owned)) == len(read) >= len(net.records) - 1  # a graph output's own QDQ has no reader
+
+
+def test_torch_blocks_compute_what_onnx_computes(tiny_model, w4a4, digits):
+    x = digits["eval"].inputs["x"][:32]
+    net = QdqNet(w4a4, tiny_model)
+    for b in net.blocks:
+        for w in weight_quantizers(b):
+            w.hard = True  # at the start, hard rounding is round-to-nearest: the PTQ model itself
+        b.eval()
+    with torch.no_grad():
+        quant = run_chain(net.blocks, [torch.from_numpy(x)])[0].numpy()
+        for b in net.blocks:
+            set_quant_enabled(b, False, False)
+        flt = run_chain(net.blocks, [torch.from_numpy(x)])[0].numpy()
+    assert np.abs(quant - _unoptimized_ort(w4a4, x)).max() < 1e-3
+    assert np.abs(flt - _unoptimized_ort(tiny_model, x)).max() < 1e-3
+    assert np.abs(flt - quant).max() > 1e-2  # W4A4 really changes the outputs
+
+
+class _Linear(nn.Module):
+    def __init__(self, w: torch.Tensor, bits: int):
+        super().__init__()
+        qmax = 2 ** (bits - 1) - 1
+        s = w.abs().amax(1, keepdim=True) / qmax
+        self.q = AdaRoundQuantizer(w, s, torch.zeros_like(s), -qmax, qmax)
+
+    def forward(self, x):
+        return x @ self.q().t()
+
+
+def test_adaround_beats_round_to_nearest_at_4_bits():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 32, generator=g) @ torch.randn(32, 32, generator=g)  # correlated inputs
+    w = torch.randn(16, 32, generator=g)
+    block = _Linear(w, bits=4)
+    st = reconstruct_block(block, [x], [x], [x @ w.t()], ReconstructConfig(method="adaround", iters=300), torch.Generator().manual_seed(0))
+    assert st["error_learned"] < 0.8 * st["error_nearest"]
+    ints = block.q.integers()
+    assert torch.equal(ints, ints.round()) and ints.abs().max() <= 7
+    assert (ints != block.q.nearest_integers()).any()
+
+
+def test_reconstruct_writes_learned_integers_and_steps_into_the_same_graph(tiny_model, w4a4, digits):
+    before = w4a4.SerializeToString()
+    calib = digits["calib"].subset(64)
+    out = reconstruct(tiny_model, w4a4, calib, "adaround", iters=40, quiet=True)
+    assert w4a4.SerializeToString() == before
+    assert [(n.name, n.op_type, list(n.input)) for n in out.graph.node] == [(n.name, n.op_type, list(n.input)) for n in w4a4.graph.node]
+    old, new = read_quant_params(w4a4), read_quant_params(out)
+    assert old.keys() == new.keys()
+    changed_w = changed_a = 0
+    for t, rec in new.items():
+        assert rec.bits == old[t].bits == 4
+        if rec.kind == "weight":
+            assert rec.int_weight.min() >= rec.qmin and rec.int_weight.max() <= rec.qmax
+            np.testing.assert_array_equal(rec.scale, old[t].scale)
+            changed_w += int((rec.int_weight != old[t].int_weight).any())
+        else:
+            changed_a += int(not np.allclose(rec.scale, old[t].scale))
+    assert changed_w >= 1 and changed_a >= 1
+    summary = reconstruct_summary(out)
+    assert summary["method"] == "adaround" and summary["samples"] == 64
+    fitted = [b for b in summary["blocks"] if b["iters"]]
+    assert fitted and all(b["error_learned"] < b["error_nearest"] * 1.05 for b in fitted)
+    x = digits["eval"].inputs["x"][:64]
+    ours = _unoptimized_ort(out, x)
+    for runtime in ("onnxruntime", "openvino"):
+        rt = get_runtime(runtime)
+        if not rt.available():
+            continue
+        y = rt.session(out).run({"x": x})[0]
+        assert y.shape == (64, 10) and np.isfinite(y).all()
+        assert (y.argmax(1) == ours.argmax(1)).mean() > 0.8
+
+
+def test_same_seed_same_model(tiny_model, w4a4, digits):
+    calib = digits["calib"].subset(32)
+    a = reconstruct(tiny_model, w4a4, calib, "qdrop", iters=10, seed=3, quiet=True)
+    b = reconstruct(tiny_model, w4a4, calib, "qdrop", iters=10, seed=3, quiet=True)
+    assert a.graph.SerializeToString() == b.graph.SerializeToString()
+
+
+def test_requantizing_to_other_bits(tiny_model, w4a4, digits):
+    out = reconstruct(tiny_model, w4a4, digits["calib"].subset(32), "adaround", wbits=2, abits=8, iters=5, quiet=True)
+    for rec in read_quant_params(out).values():
+        assert rec.bits == (2 if rec.kind == "weight" else 8)
+        if rec.kind == "weight":
+            assert rec.int_weight.min() >= -1 and rec.int_weight.max() <= 1
+
+
+def test_bad_input_is_a_clear_error(tiny_model, w4a4, digits):
+    calib = digits["calib"].subset(8)
+    with pytest.raises(HwoptError, match="unknown reconstruction method"):
+        reconstruct(tiny_model, w4a4, calib, "brecq")
+    with pytest.raises(HwoptError, match="weight bits"):
+        reconstruct(tiny_model, w4a4, calib, "qdrop", wbits=5)
+    with pytest.raises(HwoptError, match="no hwopt QDQ metadata"):
+        reconstruct(tiny_model, tiny_model, calib, "qdrop")
+    with pytest.raises(HwoptError, match="lacks model input"):
+        reconstruct(tiny_model, w4a4, Dataset({"y": calib.inputs["x"]}), "qdrop", quiet=True)
+    with pytest.raises(HwoptError, match="NaN"):
+        reconstruct(tiny_model, w4a4, Dataset({"x": np.full((4, 3, 16, 16), np.nan, np.float32)}), "qdrop", quiet=True)
+
+
+@pytest.mark.slow
+def test_qdrop_beats_adaround_beats_ptq_on_held_out_data(tiny_model, w4a4, digits):
+    ev = digits["eval"]
+
+    def acc(model):
+        y = _unoptimized_ort(model, ev.inputs["x"])
+        return float((y.argmax(1) == ev.labels).mean())
+
+    ada = reconstruct(tiny_model, w4a4, digits["calib"], "adaround", iters=300, quiet=True)
+    qd = reconstruct(tiny_model, w4a4, digits["calib"], "qdrop", iters=300, quiet=True)
+    assert acc(qd) > acc(ada) > acc(w4a4)
