@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +85,12 @@ def _runtime_for(dev: DeviceProfile, runtime: str | None) -> str:
     if rt not in dev.runtimes:
         raise HwoptError(f"target {dev.name} has no runtime {rt!r}; its runtimes are {', '.join(dev.runtimes)}")
     return rt
+
+
+def readable_json(doc: dict) -> str:
+    """Indented JSON with short number lists kept on one line (a stage reads `"kernel": [7, 5, 3]`)."""
+    text = json.dumps(doc, indent=2)
+    return re.sub(r"\[\s+([-\d.,\s]+?)\s+\]", lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text) + "\n"
 
 
 def sample_subnets(space, count: int, seed: int = 0) -> np.ndarray:
@@ -171,7 +178,7 @@ def search(
                 cache.put(cfg, measured)
             doc = {"target": dev.name, "runtime": lat.runtime, "budget_ms": b, "predicted_latency_ms": res.latency_ms,
                    "predicted_accuracy": res.accuracy, "accuracy": measured, "source": problem.source, "config": cfg}
-            atomic_write_text(json.dumps(doc, indent=2) + "\n", out / f"{stem}.json")
+            atomic_write_text(readable_json(doc), out / f"{stem}.json")
             artifacts += [f"{stem}.json", onnx_path.name]
             results.append(SearchResult(dev.name, lat.runtime, b, res.latency_ms, lat.provenance.get("latency_source", ""),
                                         res.accuracy, measured, cfg, f"{stem}.json", onnx_path.name, res.seconds, res.evaluated))
