@@ -18,6 +18,7 @@ Outputs (opset 17, dynamic batch, input `input` (N, 3, 32, 32) float32, output `
 from __future__ import annotations
 
 import argparse
+import io
 import time
 from pathlib import Path
 
@@ -104,8 +105,6 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """np.savez_compressed into memory, then an atomic write (a half-written .npz is never left behind)."""
-    import io
-
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(buf.getvalue(), path)

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hwopt.graph.load import save_model
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE_MODELS = ("resnet_digits", "mobilenet_digits")
@@ -34,13 +39,10 @@ def example_model(request, examples_dir: Path) -> Path:
     return examples_dir / f"{request.param}.onnx"
 
 
-def conv_model(dims: tuple = ("batch", 3, 8, 8), opset: int = 17, cout: int = 4, seed: int = 0):
-    """A tiny Conv-Relu-GlobalAveragePool-Flatten model built with onnx.helper (no torch needed)."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
+def conv_model(dims: tuple = ("batch", 3, 8, 8), opset: int = 17) -> onnx.ModelProto:
+    """A tiny Conv(4 out channels)-Relu-GlobalAveragePool-Flatten model built with onnx.helper (no torch)."""
+    cout = 4
+    rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((cout, dims[1], 3, 3)).astype(np.float32), "w")
     b = numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), "b")
     nodes = [
@@ -68,6 +70,4 @@ def make_conv_model():
 @pytest.fixture
 def tiny_model_path(tmp_path: Path) -> Path:
     """A valid tiny ONNX model file (dynamic batch, 1x3x8x8 otherwise)."""
-    from hwopt.graph.load import save_model
-
     return save_model(conv_model(), tmp_path / "tiny.onnx")

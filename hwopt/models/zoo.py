@@ -495,6 +495,8 @@ def grouped_conv_net(num_classes: int = 10, width: float = 1.0, groups: int = 4)
 
 
 class ZooEntry(NamedTuple):
+    """A builder preset (call it with optional `num_classes`/`width` overrides) and its example input shape."""
+
     builder: Callable[..., nn.Module]
     input_shape: tuple[int, ...]
 

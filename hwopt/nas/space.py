@@ -204,8 +204,9 @@ class OnnxSpace:
     def latency_model(self, timer, *, target: str, runtime: str, provenance: dict | None = None) -> AdditiveLatency:
         """Additive model from one-gene-at-a-time variants timed at each resolution.
 
-        Interactions (a conv shrinking on both sides) make the true latency lower-bounded by this
-        sum's savings, so `search` re-times the winner exactly and tightens the budget if needed.
+        It ignores interactions: a conv shrunk on both its input and output side saves less than
+        the two single-gene savings add up to ((1-a)(1-b) of its time), so for such subnets the
+        sum under-estimates latency; check a chosen model with `hwopt predict` / `hwopt bench`.
         """
         full_row = np.array([g.n - 1 for g in self.genes], dtype=np.int64)
         base = np.zeros(len(self.res))

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from hwopt.errors import HwoptError
@@ -127,7 +126,6 @@ def _main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] != "train":
         print(f"usage: python -m hwopt.nas.supernets train NAME [OUT]   (known: {', '.join(SUPERNETS)})")
         return 2
-    np.set_printoptions(precision=3)
     print(train_registered(argv[1], argv[2] if len(argv) > 2 else None))
     return 0
 
