@@ -25,7 +25,7 @@ def cache_dir() -> Path:
 
 def _to_json(lat: AdditiveLatency) -> str:
     return json.dumps({
-        "target": lat.target, "runtime": lat.runtime, "base_ms": lat.base_ms, "provenance": lat.provenance,
+        "target": lat.target, "runtime": lat.runtime, "base_ms": lat.base_ms, "provenance": lat.provenance, "log_space": lat.log_space,
         "terms": [{"genes": list(t.genes), "label": t.label, "shape": list(t.table.shape), "ms": t.table.ravel().tolist()} for t in lat.terms],
     })
 
@@ -33,7 +33,7 @@ def _to_json(lat: AdditiveLatency) -> str:
 def _from_json(text: str) -> AdditiveLatency:
     d = json.loads(text)
     terms = [Term(tuple(t["genes"]), np.asarray(t["ms"], dtype=np.float64).reshape(t["shape"]), t["label"]) for t in d["terms"]]
-    return AdditiveLatency(d["target"], d["runtime"], float(d["base_ms"]), terms, d["provenance"])
+    return AdditiveLatency(d["target"], d["runtime"], float(d["base_ms"]), terms, d["provenance"], bool(d.get("log_space")))
 
 
 def cached_latency_model(problem, device: DeviceProfile, runtime: str, source: str = "auto") -> AdditiveLatency:

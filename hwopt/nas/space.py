@@ -202,28 +202,27 @@ class OnnxSpace:
         return m
 
     def latency_model(self, timer, *, target: str, runtime: str, provenance: dict | None = None) -> AdditiveLatency:
-        """Additive model from one-gene-at-a-time variants timed at each resolution.
+        """Multiplicative model from one-gene-at-a-time variants timed at each resolution.
 
-        It ignores interactions: a conv shrunk on both its input and output side saves less than
-        the two single-gene savings add up to ((1-a)(1-b) of its time), so for such subnets the
-        sum under-estimates latency; check a chosen model with `hwopt predict` / `hwopt bench`.
+        Each gene choice scales the full model's time by the factor it alone achieves; factors
+        multiply (log-space lookup-sum). That captures a conv shrunk on both sides (a*b) better
+        than adding savings, but still ignores other interactions: check a chosen model with
+        `hwopt predict` / `hwopt bench`.
         """
         full_row = np.array([g.n - 1 for g in self.genes], dtype=np.int64)
         base = np.zeros(len(self.res))
-        terms = []
         tables = {i: np.zeros((len(self.res), g.n)) for i, g in enumerate(self.genes) if i > 0 and g.n > 1}
         for r in range(len(self.res)):
             row = full_row.copy()
             row[0] = r
-            base[r] = timer(self.extract(self.decode(row)))
+            base[r] = max(timer(self.extract(self.decode(row))), 1e-6)
             for i, table in tables.items():
                 for c in range(self.genes[i].n - 1):
                     var = row.copy()
                     var[i] = c
-                    table[r, c] = timer(self.extract(self.decode(var))) - base[r]
-        terms.append(Term((0,), base, "full model"))
-        terms += [Term((0, i), t, self.genes[i].name) for i, t in tables.items()]
-        return AdditiveLatency(target, runtime, timer.overhead_ms(), terms, provenance or {})
+                    table[r, c] = np.log(max(timer(self.extract(self.decode(var))) / base[r], 0.05))
+        terms = [Term((0,), np.log(base), "full model")] + [Term((0, i), t, self.genes[i].name) for i, t in tables.items()]
+        return AdditiveLatency(target, runtime, timer.overhead_ms(), terms, provenance or {}, log_space=True)
 
 
 class OnnxProblem:

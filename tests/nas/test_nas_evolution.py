@@ -76,3 +76,10 @@ def test_bad_settings_are_refused():
     genes, lat, acc = _problem()
     with pytest.raises(HwoptError):
         evolve(genes, acc, lat, 5.0, EvolutionSettings(parent_ratio=1.5))
+
+
+def test_log_space_latency_multiplies_savings():
+    # two genes each halving the time alone: together a quarter, never negative
+    half = np.log(np.array([0.5, 1.0]))
+    lat = AdditiveLatency("t", "rt", 0.1, [Term((0,), half), Term((1,), half)], log_space=True)
+    np.testing.assert_allclose(lat(np.array([[1, 1], [0, 1], [0, 0]])), [1.1, 0.6, 0.35])
