@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,24 +139,61 @@ def samples(seed: int, precisions: list[str]) -> Iterator[Sample]:
                 yield Sample(sid, drawn[0] + ("" if prec == "fp32" else "-int8"), drawn[1])
 
 
-def measure(session: Session, feeds: dict[str, np.ndarray], *, target_ms: float = 60.0) -> float:
-    """Robust per-run ms: warm up, time enough runs for ~target_ms, return the fastest run.
+def measure(session: Session, feeds: dict[str, np.ndarray], *, target_ms: float = 100.0) -> float:
+    """Robust per-run ms: warm up, time enough runs for ~target_ms, return the mean of the fastest quarter.
 
-    The minimum, not the mean or median: on a shared machine other processes only ever add time,
-    and with a load of several processes per core even the median is mostly someone else's work.
+    A low trimmed mean, not the plain mean or median: on a shared machine other processes only ever
+    add time, so the slow tail is someone else's work; averaging the fastest quarter (instead of
+    taking the single fastest run) keeps one lucky timer tick from setting the number.
     """
-    for _ in range(3):
+    for _ in range(5):
         session.run(feeds)
     t0 = time.perf_counter()
     session.run(feeds)
     first = (time.perf_counter() - t0) * 1e3
-    runs = int(np.clip(target_ms / max(first, 1e-3), 10, 200))
-    best = first
-    for _ in range(runs):
+    return fast_mean(_time_runs(session, feeds, int(np.clip(target_ms / max(first, 1e-3), 20, 400))))
+
+
+def _time_runs(session: Session, feeds: dict[str, np.ndarray], runs: int) -> np.ndarray:
+    times = np.empty(runs)
+    for i in range(runs):
         t0 = time.perf_counter()
         session.run(feeds)
-        best = min(best, (time.perf_counter() - t0) * 1e3)
-    return best
+        times[i] = (time.perf_counter() - t0) * 1e3
+    return times
+
+
+def fast_mean(times: np.ndarray, share: float = 0.25) -> float:
+    """Mean of the fastest `share` of the runs (at least one)."""
+    t = np.sort(np.asarray(times, float))
+    return float(t[: max(1, int(len(t) * share))].mean())
+
+
+def measure_interleaved(models: Sequence[onnx.ModelProto], runtime: str, *, threads: int = 1, shapes=None,
+                        rounds: int = 8, target_ms: float = 200.0) -> list[float]:
+    """Measure several models round-robin (a burst of runs of each, `rounds` times over).
+
+    A load spike then lands on every model alike instead of on whichever was being timed, which
+    is what makes predicted-vs-measured comparisons on a shared machine repeatable.
+    """
+    rt = get_runtime(runtime)
+    sessions, feeds, bursts = [], [], []
+    for model in models:
+        sess = rt.session(model, threads=threads, precision="fp32")
+        f = random_inputs(model, resolve_input_shapes(model, shapes))
+        for _ in range(5):
+            sess.run(f)
+        t0 = time.perf_counter()
+        sess.run(f)
+        first = (time.perf_counter() - t0) * 1e3
+        sessions.append(sess)
+        feeds.append(f)
+        bursts.append(int(np.clip(target_ms / rounds / max(first, 1e-3), 3, 100)))
+    times: list[list[np.ndarray]] = [[] for _ in models]
+    for _ in range(rounds):
+        for i, (sess, f, n) in enumerate(zip(sessions, feeds, bursts)):
+            times[i].append(_time_runs(sess, f, n))
+    return [fast_mean(np.concatenate(t)) for t in times]
 
 
 def measure_model(model: onnx.ModelProto, runtime: str, *, threads: int = 1, shapes=None) -> float:
@@ -207,8 +244,8 @@ def profile_table(
         with partial.open("a") as log:  # a run killed mid-write left a torn line: end it, it is skipped
             log.write("\n")
     with partial.open("a") as log:
-        if not overheads:
-            ms = measure_model(_overhead_model(), runtime, threads=threads)
+        if not overheads:  # the per-call cost every sample pays once, timed a few times over
+            ms = float(np.median([measure_model(_overhead_model(), runtime, threads=threads) for _ in range(5)]))
             log.write(json.dumps({"sid": 0, "kind": "overhead", "ms": ms}) + "\n")
             overheads.append(ms)
         for sample in samples(seed, list(precisions)):
@@ -280,7 +317,7 @@ def build_table(dev: DeviceProfile, runtime: str, records, overhead_ms: float, *
             "date": dt.date.today().isoformat(),
             "threads": threads,
             "precisions": precisions,
-            "statistic": "fastest of 10-200 runs, minus the per-inference overhead",
+            "statistic": "mean of the fastest quarter of 20-400 runs, minus the per-inference overhead",
             "single_kernels": len(keys),
             "blocks": len(blocks),
         },

@@ -12,7 +12,7 @@ from hwopt.errors import HwoptError
 from hwopt.graph.load import load_model
 from hwopt.graph.shapes import Shapes
 from hwopt.latency.predict import predict_latency, resolve_table
-from hwopt.latency.profiler import measure_model
+from hwopt.latency.profiler import measure_interleaved
 from hwopt.runtimes.base import host_device
 
 
@@ -31,16 +31,16 @@ def error_summary(predicted: Sequence[float], measured: Sequence[float]) -> dict
 
 def validate_models(models: Sequence[str | os.PathLike], target: str, runtime: str, *, shapes: Shapes | None = None,
                     table: str | os.PathLike | None = None) -> dict:
-    """Predict and measure each model here with the table's thread count."""
+    """Predict each model, and measure them all here round-robin with the table's thread count."""
     dev = load_device(target)
     if not dev.present_here:
         raise HwoptError(f"--validate measures here, but target {dev.name} is not present here")
     _, tab = resolve_table(dev, runtime, table)
+    loaded = [load_model(path) for path in models]
+    measured = measure_interleaved(loaded, runtime, threads=tab.threads or 1, shapes=shapes)
     rows = []
-    for path in models:
-        model = load_model(path)
+    for path, model, meas in zip(models, loaded, measured):
         pred = predict_latency(model, dev, runtime, shapes, table=table)
-        meas = measure_model(model, runtime, threads=tab.threads or 1, shapes=shapes)
         rows.append({"model": str(path), "predicted_ms": pred.latency_ms, "measured_ms": meas,
                      "rel_error": pred.latency_ms / meas - 1, "sources": pred.sources})
     return {"target": dev.name, "runtime": runtime, "threads": tab.threads, "measured_on": host_device(),

@@ -185,13 +185,17 @@ class OnnxSpace:
 
     def extract(self, config: dict) -> onnx.ModelProto:
         """The subnet as a valid ONNX model (pruned via the pruning apply step, blocks skipped, resized)."""
+        return self.extract_from(self.model, config)
+
+    def extract_from(self, model: onnx.ModelProto, config: dict) -> onnx.ModelProto:
+        """`extract` applied to `model`, a copy of this space's model with other weight values."""
         row = self.encode(config)
         keep = {}
         for i, g in enumerate(self.groups):
             frac = self.widths[row[1 + i]]
             if frac < 1.0:
                 keep[g.id] = self.kept(i, frac)
-        m = apply_pruning(self.model, keep, self.groups, shapes=self.shapes, validate=False) if keep else self.model
+        m = apply_pruning(model, keep, self.groups, shapes=self.shapes, validate=False) if keep else model
         skipped = [b for j, b in enumerate(self.blocks) if row[1 + len(self.groups) + j] == 0]
         if skipped:
             m = skip_blocks(m, skipped)
@@ -259,6 +263,23 @@ class OnnxProblem:
 
         y = F.interpolate(torch.from_numpy(x.astype(np.float32)), size=tuple(hw), mode="bilinear", align_corners=False)
         return {**self.data.inputs, self.space.input: y.numpy()}
+
+    def finetune(self, data_path: str | os.PathLike, *, epochs: int, lr: float = 1e-3, seed: int = 0,
+                 progress=None) -> dict:
+        """Weight-sharing fine-tune of the whole space on `data_path` (KD from the original model).
+
+        Subnets are then extracted from the fine-tuned weights; the reference for agreement
+        metrics stays the original model. Returns the fine-tune statistics.
+        """
+        from hwopt.nas.finetune import finetune_space
+
+        data = load_dataset(data_path, self.space.model)
+        tuned, stats = finetune_space(self.space, data, self.space.model, epochs=epochs, lr=lr, seed=seed, progress=progress)
+        self.space.model = tuned
+        h = hashlib.sha1(self.cache_tag.encode())
+        h.update(tuned.SerializeToString())
+        self.cache_tag = "onnx-ft-" + h.hexdigest()[:16]
+        return {**stats.to_dict(), "data": str(data_path), "lr": lr}
 
     def accuracy(self, config: dict) -> float:
         outputs = self._run(self.space.extract(config), self._inputs_at(tuple(config["resolution"])))

@@ -174,10 +174,10 @@ def emit(
         if bias_correction:
             _correct_bias(model, nodes[node], arr, rec.dequantized(), stats)
 
-    _fold_relus(model, plan, keep)
+    folded = _fold_relus(model, plan, keep)
     for tensor, users in sorted(plan.activations.items()):
         active = users - keep
-        if not active:
+        if not active or tensor in folded:
             continue
         bits = min(layer_bits.get(u, (wbits, abits))[1] for u in active)
         lo, hi = stats.calibrators[tensor].range(bits, plan.scheme.activation_symmetric)
@@ -185,15 +185,16 @@ def emit(
     return insert_qdq(model, records, float_nodes=keep)
 
 
-def _fold_relus(model: onnx.ModelProto, plan: QuantPlan, keep: set[str]) -> None:
+def _fold_relus(model: onnx.ModelProto, plan: QuantPlan, keep: set[str]) -> set[str]:
     """Drop a Relu between a weighted op and its (asymmetric) output quantization.
 
     Q with the range [0, hi] has zero point qmin, so it already maps every negative value to 0:
     Q(conv) == Q(relu(conv)). Removing the Relu is exact and lets runtimes fuse DQ->Conv->Q into
     one integer kernel, as onnxruntime's own quantizer does. The weighted op takes over the
-    Relu's output name, whose calibrated range already starts at 0."""
+    Relu's output name, whose calibrated range already starts at 0. Returns the pre-Relu tensors
+    that no longer exist, so no QDQ is emitted for them (full-integer schemes plan one there)."""
     if plan.scheme.activation_symmetric:
-        return
+        return set()
     g = model.graph
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
@@ -202,6 +203,7 @@ def _fold_relus(model: onnx.ModelProto, plan: QuantPlan, keep: set[str]) -> None
     outputs = {o.name for o in g.output}
     producer = {o: n for n in g.node for o in n.output}
     drop: set[str] = set()
+    vanished: set[str] = set()
     for tensor, users in plan.activations.items():
         relu = producer.get(tensor)
         if relu is None or relu.op_type != "Relu" or not (users - keep) or tensor in outputs:
@@ -211,12 +213,14 @@ def _fold_relus(model: onnx.ModelProto, plan: QuantPlan, keep: set[str]) -> None
             continue
         if any(c.name in keep for c in consumers.get(tensor, [])) or relu.input[0] in outputs:
             continue
+        vanished.add(src.output[0])
         src.output[0] = tensor
         drop.add(relu.name)
     if drop:
         kept = [n for n in g.node if n.name not in drop]
         del g.node[:]
         g.node.extend(kept)
+    return vanished
 
 
 def _correct_bias(model: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, wq: np.ndarray, stats: Statistics) -> None:

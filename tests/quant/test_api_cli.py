@@ -40,6 +40,13 @@ def test_quantize_reports_accuracy_on_both_runtimes_and_latency(tiny_model, digi
     assert set(rep["speedup"]) >= {"onnxruntime", "openvino", "best"}
 
 
+@pytest.mark.parametrize("runtime", ["litert", "onnxruntime"])
+def test_quantize_for_rpi4_runtimes_gives_a_loadable_model(tiny_model, digits, runtime):
+    r = quantize(tiny_model, digits["calib"], eval=digits["eval"], target="rpi4", runtime=runtime, measure_latency=False)
+    onnx.checker.check_model(r.model, full_check=True)
+    assert r.report["runtime"] == runtime and r.report["accuracy_drop"] < 2.0
+
+
 def test_sensitivity_ranks_layers_and_mixed_precision_meets_budget(tiny_model, digits):
     plan = plan_quantization(tiny_model, scheme_for("onnxruntime"))
     stats = calibrate_plan(plan, digits["calib"])

@@ -107,3 +107,22 @@ def test_detector_tail_concat_stays_float(tmp_path, digits, to_onnx):
     _, out_crushed = evaluate(emit(plan, stats), ds, reference=ref)
     score_err = lambda out: np.abs(out[0][..., 4:] - ref[0][..., 4:]).mean()  # noqa: E731
     assert score_err(out_kept) < score_err(out_crushed)
+
+
+def test_litert_full_integer_graph_is_valid_after_relu_folding(tiny_model, digits):
+    """Full-integer planning asks for a QDQ on every Conv output; after a folded Relu that tensor
+    no longer exists, and emitting it anyway produced a graph ORT refused to load."""
+    plan, _, q = _ptq(tiny_model, digits["calib"], "litert")
+    onnx.checker.check_model(q, full_check=True)
+    produced = {o for n in q.graph.node for o in n.output} | {i.name for i in q.graph.input} | {t.name for t in q.graph.initializer}
+    assert all(i in produced for n in q.graph.node for i in n.input if i)
+    conv_outputs = {n.output[0] for n in q.graph.node if n.op_type == "Conv"}
+    assert not any(n.op_type == "Relu" and n.input[0] in conv_outputs for n in q.graph.node)  # folded
+    # every weighted op's output is quantized (no float island for the TFLite converter)
+    consumers = {i: n.op_type for n in q.graph.node for i in n.input}
+    weighted = [n for n in q.graph.node if n.name in plan.weights]
+    assert weighted and all(consumers.get(n.output[0]) == "QuantizeLinear" for n in weighted if n.op_type == "Conv")
+    _, ref = evaluate(tiny_model, digits["eval"])
+    f, _ = evaluate(tiny_model, digits["eval"])
+    m, _ = evaluate(q, digits["eval"], reference=ref)
+    assert abs(f["accuracy"] - m["accuracy"]) < 2.0 and m["sqnr_db"] > 25
