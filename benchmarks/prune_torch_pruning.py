@@ -4,7 +4,7 @@
 
 1. Example models (examples/*.onnx, trained on digits): accuracy on examples/eval.npz at 50% MACs,
    without fine-tuning and after a short KD fine-tune on examples/calib.npz (the same KD routine,
-   `hwopt.pruning.finetune.kd_finetune`, for every method). Torch-Pruning works on a torch module,
+   `hwopt.graph.finetune.kd_finetune`, for every method). Torch-Pruning works on a torch module,
    so the ONNX weights are loaded into the example architecture (BatchNorm folded into the convs,
    as in the ONNX file; checked to give the same logits).
 2. ResNet-18 and MobileNetV2 architectures (zoo, random weights): params/MACs and measured
@@ -39,7 +39,7 @@ from hwopt.graph.load import atomic_write_text
 from hwopt.graph.normalize import normalize_model
 from hwopt.models.zoo import ZOO, build
 from hwopt.pruning import prune_model
-from hwopt.pruning.finetune import kd_finetune
+from hwopt.graph.finetune import kd_finetune
 from hwopt.pruning.prune import measure_latency_ms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +158,7 @@ def example_models(quick: bool, folder: Path) -> list[dict]:
             t0 = time.perf_counter()
             ratio, pruned, macs = bisect(fn, base_macs, steps)
             seconds = time.perf_counter() - t0
-            tuned = kd_finetune(normalize_model(pruned), teacher, calib, epochs=epochs)
+            tuned = kd_finetune(normalize_model(pruned), teacher, calib, epochs=epochs, quiet=True)
             row["methods"][method] = {
                 "ratio": ratio, "macs_kept": macs / base_macs, "params": census(pruned).params,
                 "accuracy": accuracy(pruned, ev), "accuracy_kd": accuracy(tuned, ev), "prune_seconds": seconds,

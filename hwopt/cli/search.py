@@ -35,6 +35,9 @@ def search_cmd(
     generations: int = typer.Option(500, "--generations", help="Evolution generations."),
     latency_source: str = typer.Option("auto", "--latency-source", help="auto | predicted | measured (targets present here)."),
     predictor: str = typer.Option("mlp", "--predictor", help="Accuracy predictor: mlp | gbt."),
+    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Weight-sharing fine-tune of the ONNX space first (sandwich rule + KD)."),
+    finetune_data: Path = typer.Option(None, "--finetune-data", help="Training .npz for --finetune-epochs (keep it apart from --eval)."),
+    finetune_lr: float = typer.Option(1e-3, "--finetune-lr", help="Adam learning rate of the fine-tune."),
     shape: list[str] = SHAPE_OPTION,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: subnet configs, ONNX models, pareto.png, search.json."),
     json_out: bool = JSON_OPTION,
@@ -48,6 +51,7 @@ def search_cmd(
         budgets=_floats(budgets), runtime=runtime, eval_data=eval_data, out_dir=out, seed=seed,
         settings=EvolutionSettings(population=population, generations=generations, seed=seed), n_subnets=subnets,
         predictor=predictor, latency_source=latency_source, shapes=parse_shape_options(shape),
+        finetune_epochs=finetune_epochs, finetune_data=finetune_data, finetune_lr=finetune_lr,
         progress=None if json_out else (lambda msg: err_console.print(f"[dim]{msg}[/]")),
     )
     if json_out:

@@ -118,13 +118,18 @@ def search(
     predictor: str = "mlp",
     latency_source: str = "auto",
     shapes: dict | None = None,
+    finetune_epochs: int = 0,
+    finetune_data: PathLike | None = None,
+    finetune_lr: float = 1e-3,
     progress: Progress | None = None,
 ) -> SearchReport:
     """Search `model` (an ONNX file: its pruning/depth/resolution space) or a registered `supernet`.
 
     Budgets are `latency_ms` plus `budgets` (Pareto mode), each searched on every target (`target`
     plus `targets`); the runtime defaults to each target's preferred one. A budget outside a
-    target's achievable latency range is refused with that range.
+    target's achievable latency range is refused with that range. `finetune_epochs` > 0 first
+    fine-tunes all subnets of an ONNX model's space together on `finetune_data` (sandwich rule,
+    KD from the original; see `hwopt.nas.finetune`), so subnets are judged with trained weights.
     """
     say = progress or (lambda msg: None)
     if (model is None) == (supernet is None):
@@ -134,6 +139,10 @@ def search(
         raise HwoptError("give --latency-ms T and/or --budgets a,b,c")
     if any(b <= 0 for b in all_budgets):
         raise HwoptError("latency budgets must be positive milliseconds")
+    if finetune_epochs and supernet is not None:
+        raise HwoptError("--finetune-epochs applies to an ONNX model's space; registered supernets are already trained")
+    if finetune_epochs and finetune_data is None:
+        raise HwoptError("--finetune-epochs needs --finetune-data DATA (training .npz, kept apart from --eval)")
     settings = settings or EvolutionSettings(seed=seed)
     devices = _targets(target, targets)
     out = Path(out_dir)
@@ -151,6 +160,11 @@ def search(
         ranges[dev.name] = [lo, hi]
         for b in all_budgets:
             check_budget(genes, lat_models[dev.name], b, f" on {dev.name}/{rt}")
+
+    finetune = None
+    if finetune_epochs:
+        say(f"weight-sharing fine-tune, {finetune_epochs} epoch(s) on {finetune_data}")
+        finetune = problem.finetune(finetune_data, epochs=finetune_epochs, lr=finetune_lr, seed=seed, progress=say)
 
     say(f"measuring {n_subnets} subnets for the accuracy predictor")
     sample = sample_subnets(problem.space, n_subnets, seed)
@@ -187,7 +201,7 @@ def search(
     plot = pareto_plot({d: lat_models[d](sample) for d in lat_models}, acc, results, out / "pareto.png", problem.metric)
     artifacts.append(plot.name)
     report = SearchReport(problem.source, problem.metric, quality, ranges, results, artifacts,
-                          {**vars(settings), "n_subnets": len(sample), "predictor": predictor, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+                          {**vars(settings), "n_subnets": len(sample), "predictor": predictor, "finetune": finetune, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     atomic_write_text(json.dumps(report.to_dict(), indent=2) + "\n", out / "search.json")
     report.artifacts.append("search.json")
     return report

@@ -143,9 +143,9 @@ def prune_model(
         else:
             pruned, keep = build(ratio)
     if finetune_epochs:
-        from hwopt.pruning.finetune import kd_finetune
+        from hwopt.graph.finetune import kd_finetune
 
-        pruned = kd_finetune(pruned, prepared, data, epochs=finetune_epochs)
+        pruned = kd_finetune(pruned, prepared, data, epochs=finetune_epochs, quiet=True)
     summary = _summary(original, pruned, groups, keep, shapes)
     summary.update(criterion=criterion, ratio=ratio, global_ranking=global_ranking, channel_multiple=multiple,
                    calibrated=data is not None, finetune_epochs=finetune_epochs)
