@@ -223,17 +223,15 @@ def _set_int_attr(node: onnx.NodeProto, name: str, value: int) -> None:
 
 def validate_pruned(original: onnx.ModelProto, pruned: onnx.ModelProto, shapes: Shapes | None = None) -> None:
     """onnx full check + strict shape inference + an onnxruntime run with the original's output shapes."""
-    import onnxruntime as ort
+    from hwopt.runtimes import get_runtime
 
+    ort = get_runtime("onnxruntime")
     try:
         check_model(pruned, name="pruned model", full=True)
         concrete = resolve_input_shapes(pruned, shapes)
         feeds = random_inputs(pruned, concrete)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.log_severity_level = 3
-        got = ort.InferenceSession(pruned.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feeds)
-        want = ort.InferenceSession(original.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feeds)
+        got = ort.session(pruned).run(feeds)
+        want = ort.session(original).run(feeds)
     except HwoptError as exc:
         raise HwoptError(f"pruning produced an invalid model: {exc}") from exc
     except Exception as exc:  # onnxruntime's own exception types

@@ -110,7 +110,7 @@ def collect_hessians(
     model: onnx.ModelProto, cons: Sequence[Consumer], calib: Dataset, *, batch_size: int = 8, limit: int = 256
 ) -> dict[str, np.ndarray]:
     """H per consumer node from calibration data, streamed through onnxruntime (bounded memory)."""
-    import onnxruntime as ort
+    from hwopt.runtimes import get_runtime
 
     wanted = list(dict.fromkeys(c.node.input[0] for c in cons))
     probe = onnx.ModelProto()
@@ -119,14 +119,11 @@ def collect_hessians(
     for name in wanted:
         if name not in have:
             probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = get_runtime("onnxruntime").session(probe)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     for feeds in calib.batches(batch_size, limit):
-        got = dict(zip(wanted, sess.run(wanted, feeds)))
+        got = dict(zip(sess.output_names, sess.run(feeds)))
         for c in cons:
             xx, n = _gram(c, got[c.node.input[0]])
             sums[c.node.name] = sums.get(c.node.name, 0) + xx

@@ -65,6 +65,7 @@ def test_search_writes_configs_models_plot_and_json(setup):
     (["--latency-ms", "-1"], "positive"),
     ([], "--latency-ms"),
     (["--latency-ms", "1", "--runtime", "tensorrt"], "no runtime"),
+    (["--latency-ms", "1", "--finetune-epochs", "1"], "--finetune-data"),
 ])
 def test_bad_input_is_one_line_exit_2(setup, args, message):
     root, model = setup
