@@ -106,11 +106,12 @@ def census(model: onnx.ModelProto, shapes: Shapes | None = None) -> Census:
             return 0
         return prod(shp) * np.dtype(helper.tensor_dtype_to_np_dtype(vtypes[name])).itemsize
 
+    qparams = _quant_params(model)
     ops: dict[str, int] = {}
     nodes: list[NodeCensus] = []
     for node in inferred.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-        params = sum(prod(inits[i].dims) for i in node.input if i in inits and _is_weight(inits[i]))
+        params = sum(prod(inits[i].dims) for i in node.input if i in inits and _is_weight(inits[i]) and i not in qparams)
         nodes.append(
             NodeCensus(
                 name=node.name,
@@ -122,7 +123,7 @@ def census(model: onnx.ModelProto, shapes: Shapes | None = None) -> Census:
                 activation_bytes=sum(nbytes(o) for o in node.output),
             )
         )
-    weights = [t for t in model.graph.initializer if _is_weight(t)]
+    weights = [t for t in model.graph.initializer if _is_weight(t) and t.name not in qparams]
     return Census(
         opset=opset_of(model),
         ir_version=model.ir_version,
@@ -150,3 +151,13 @@ def _is_weight(t: onnx.TensorProto) -> bool:
         onnx.TensorProto.INT4,
         onnx.TensorProto.UINT4,
     ) and prod(t.dims) > 1
+
+
+def _quant_params(model: onnx.ModelProto) -> set[str]:
+    """Scales and zero points of Q/DQ nodes: quantization metadata, not parameters of the network."""
+    return {
+        name
+        for n in model.graph.node
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+        for name in n.input[1:]
+    }

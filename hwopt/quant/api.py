@@ -26,7 +26,7 @@ from hwopt.quant.equalize import equalize as equalize_model
 from hwopt.quant.equalize import has_depthwise
 from hwopt.quant.precision import candidate_models, measure_candidates
 from hwopt.quant.ptq import calibrate_plan, emit, float_tails, plan_quantization
-from hwopt.quant.qdq import check_bits
+from hwopt.quant.qdq import align_biases, check_bits
 from hwopt.quant.schemes import scheme_for
 from hwopt.quant.sensitivity import evaluate, layer_sensitivity, mixed_precision
 
@@ -153,6 +153,8 @@ def quantize(
         qdq = distill_qat(float_model, qdq, calib_ds, epochs)
         report["stages"].append({"stage": "distill", "epochs": epochs})
 
+    # last, after every stage that moves scales: onnxruntime then runs exactly this arithmetic
+    qdq = align_biases(qdq)
     runtimes = _runtimes_here()
     judge = runtime if runtime in runtimes else "onnxruntime"
     report["accuracy_runtime"] = judge
@@ -176,7 +178,7 @@ def quantize(
                           stacklevel=2)
         mp = mixed_precision(plan, stats, eval_ds, ranking, float_accuracy=f_metrics["accuracy"], max_drop=max_accuracy_drop,
                              wbits=wbits, abits=abits, runtime=judge, bias_correction=bias_correction)
-        qdq = mp.model
+        qdq = align_biases(mp.model)
         report["quantized"][judge] = evaluate(qdq, eval_ds, judge, reference)[0]
         report["mixed_precision"] = {"float_layers": mp.float_layers, "met_budget": mp.met_budget, "tried": mp.tried}
         report["float_layers"] = sorted(set(report["float_layers"]) | set(mp.float_layers))

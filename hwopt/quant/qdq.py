@@ -18,6 +18,12 @@ A quantized model is a plain ONNX graph (opset >= 13) in which:
   before the QuantizeLinear whose bounds are exactly the b-bit grid's float range, so Q/DQ
   saturate at b bits. Such models run on every runtime (as fake-quant, not faster); opset-21
   INT4 tensors are not emitted because the runtimes here do not run them faster either.
+* **Biases** of quantized Conv/Gemm stay float initializers; `align_biases` (applied by
+  `hwopt.quant.api.quantize` after its last stage) rounds them onto the int32 grid
+  ``input_scale * weight_scale``. onnxruntime quantizes them to exactly that grid when it
+  optimizes the graph, so once aligned the plain QDQ arithmetic, the emulations and
+  onnxruntime's fused integer kernels all compute the same numbers. Stages that change scales
+  (reconstruction, QAT) should align again on their output.
 * **Metadata**: ``model.metadata_props["hwopt.quant"]`` is JSON ``{tensor: {kind, bits,
   symmetric, scheme, axis, dq, q, clip}}`` keyed by the original float tensor name; ``dq`` /
   ``q`` / ``clip`` are node names. Scales, zero points and integer weights live only in the
@@ -264,6 +270,44 @@ def insert_qdq(model: onnx.ModelProto, records: list[QuantRecord], float_nodes: 
     del g.initializer[:]
     g.initializer.extend(keep)
     _set_meta(out, meta)
+    return out
+
+
+def align_biases(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Copy of `model` with each quantized Conv/Gemm's float bias rounded onto the int32 grid
+    of scale ``input_scale * weight_scale``.
+
+    Why: onnxruntime (graph level 1, ``WeightBiasQuantization``) rewrites the float bias of a
+    Conv/Gemm whose input and weight come from DequantizeLinear into int32 at exactly that scale
+    before its integer kernels run. At 4 bits and below the grid is coarse (~0.03 here) and the
+    shift flips later low-bit activation roundings: unfused QDQ arithmetic (and every emulation
+    of it) then disagrees with what onnxruntime runs by up to ~20% of the largest logit. A bias
+    already on the grid is left unchanged by that rewrite, so every runtime computes the same
+    thing. Call it again after changing activation or weight scales.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    inits = {t.name: t for t in g.initializer}
+    dq_of = {n.output[0]: n for n in g.node if n.op_type == "DequantizeLinear"}
+    uses: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    for n in g.node:
+        if n.op_type not in ("Conv", "Gemm") or len(n.input) < 3 or n.input[2] not in inits:
+            continue
+        x_dq, w_dq = dq_of.get(n.input[0]), dq_of.get(n.input[1])
+        if x_dq is None or w_dq is None or x_dq.input[1] not in inits or w_dq.input[1] not in inits:
+            continue
+        sx = numpy_helper.to_array(inits[x_dq.input[1]]).astype(np.float32)
+        sw = numpy_helper.to_array(inits[w_dq.input[1]]).astype(np.float32)
+        b = numpy_helper.to_array(inits[n.input[2]]).astype(np.float32)
+        if sx.size != 1 or b.ndim != 1 or sw.size not in (1, b.size) or uses.get(n.input[2], 0) != 1:
+            continue
+        scale = (sx.reshape(()) * sw.reshape(-1)).astype(np.float32)
+        snapped = (np.round(b / scale) * scale).astype(np.float32)
+        inits[n.input[2]].CopyFrom(numpy_helper.from_array(snapped, n.input[2]))
     return out
 
 

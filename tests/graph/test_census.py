@@ -104,3 +104,26 @@ def test_matmul_gemm_and_conv_transpose_macs() -> None:
     assert macs["MatMul"] == 2 * 4 * 5 * 7 * 6
     assert macs["Gemm"] == 3 * 8 * 16
     assert macs["ConvTranspose"] == (4 * 5 * 5) * (3 * 2 * 2)  # each input element feeds Cout/group x k x k outputs
+
+
+def test_qdq_scales_and_zero_points_are_not_counted_as_params():
+    """A per-channel int8 weight counts once; its scales and zero points are metadata."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hwopt.graph.census import census
+
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.int8), "w_q")
+    scale = numpy_helper.from_array(np.full(8, 0.1, np.float32), "w_scale")
+    zero = numpy_helper.from_array(np.zeros(8, np.int8), "w_zero")
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=0),
+        helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])], [w, scale, zero],
+    )
+    c = census(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert c.params == 8 * 3 * 3 * 3
+    assert c.macs == 8 * 4 * 4 * 27

@@ -9,7 +9,7 @@ from torch import nn
 from hwopt.data import Dataset
 from hwopt.errors import HwoptError
 from hwopt.quant.ptq import calibrate_plan, emit, float_tails, plan_quantization
-from hwopt.quant.qdq import read_quant_params
+from hwopt.quant.qdq import align_biases, read_quant_params
 from hwopt.quant.schemes import scheme_for
 from hwopt.quant.sensitivity import evaluate
 from hwopt.runtimes import get_runtime
@@ -126,3 +126,34 @@ def test_litert_full_integer_graph_is_valid_after_relu_folding(tiny_model, digit
     f, _ = evaluate(tiny_model, digits["eval"])
     m, _ = evaluate(q, digits["eval"], reference=ref)
     assert abs(f["accuracy"] - m["accuracy"]) < 2.0 and m["sqnr_db"] > 25
+
+
+def _ort_logits(model, x, level):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.graph_optimization_level = level
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, x)[0]
+
+
+def test_w4a4_fused_onnxruntime_matches_unfused_qdq_arithmetic(tiny_model, digits):
+    """onnxruntime rewrites float biases to int32 at input_scale*weight_scale; align_biases
+    pre-rounds them so the optimized session computes exactly what the plain QDQ graph says."""
+    import onnxruntime as ort
+
+    q = align_biases(_ptq(tiny_model, digits["calib"], wbits=4, abits=4, method="mse")[2])
+    x = {"x": digits["eval"].inputs["x"][:64]}
+    plain = _ort_logits(q, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    fused = _ort_logits(q, x, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    assert np.abs(fused - plain).max() <= 1e-4 * np.abs(plain).max()
+    # the same model with the original (off-grid) float biases does disagree: the check has teeth
+    floats = {t.name: t for t in tiny_model.graph.initializer}
+    raw = onnx.ModelProto()
+    raw.CopyFrom(q)
+    for t in raw.graph.initializer:
+        if t.name in floats and len(t.dims) == 1 and t.data_type == onnx.TensorProto.FLOAT and "bias" in t.name.lower():
+            t.CopyFrom(floats[t.name])
+    raw_plain = _ort_logits(raw, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    raw_fused = _ort_logits(raw, x, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    assert not np.allclose(raw_plain, raw_fused, atol=1e-4 * np.abs(raw_plain).max())
