@@ -35,6 +35,9 @@ class OvSession(Session):
                 "INFERENCE_NUM_THREADS": threads,
                 "PERFORMANCE_HINT": "LATENCY",
                 "NUM_STREAMS": 1,
+                # OpenVINO pins its thread to one core by default; on a shared or busy machine that
+                # core is often taken and latency swings 10x. Unpinned matches its benchmark_app.
+                "ENABLE_CPU_PINNING": False,
             }
             self._compiled = core.compile_model(ov_model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError with multi-line C++ context
