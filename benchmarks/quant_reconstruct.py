@@ -31,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from hwopt.errors import HwoptError  # noqa: E402
 from hwopt.graph.load import atomic_write_text  # noqa: E402
 
 METHODS = ("ptq", "adaround", "qdrop", "metaaug")
@@ -79,17 +80,19 @@ def run_task(task: dict) -> dict:
     plan = plan_quantization(float_model, scheme_for("onnxruntime"))
     model = emit(plan, calibrate_plan(plan, calib, "mse"), wbits=task["wbits"], abits=task["abits"])
     t0 = time.perf_counter()
-    used = "ptq"
-    if task["method"] != "ptq":
-        model = reconstruct(float_model, model, calib, task["method"], iters=task["iters"], seed=task["seed"], quiet=True)
-        used = reconstruct_summary(model)["method"]
+    used, error, acc = "ptq", None, None
+    try:
+        if task["method"] != "ptq":
+            model = reconstruct(float_model, model, calib, task["method"], iters=task["iters"], seed=task["seed"], quiet=True)
+            used = reconstruct_summary(model)["method"]
+        acc = accuracy_metrics(run_outputs(get_runtime("onnxruntime").session(model), ev, batch_size=50), ev.labels, None)["accuracy"]
+    except HwoptError as e:  # a failed run is a result too: recorded, not hidden, and the others go on
+        error = str(e)
     secs = time.perf_counter() - t0
-    session = get_runtime("onnxruntime").session(model)
-    acc = accuracy_metrics(run_outputs(session, ev, batch_size=50), ev.labels, None)["accuracy"]
     float_acc = accuracy_metrics(run_outputs(get_runtime("onnxruntime").session(float_model), ev, batch_size=50),
                                  ev.labels, None)["accuracy"]
     return {**{k: task[k] for k in ("model", "bits", "method", "seed")}, "method_used": used, "seconds": round(secs, 1),
-            "onnxruntime": acc, "float": float_acc, "eval_samples": len(ev), "calib_samples": len(calib)}
+            "onnxruntime": acc, "error": error, "float": float_acc, "eval_samples": len(ev), "calib_samples": len(calib)}
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -100,24 +103,25 @@ def summarize(runs: list[dict]) -> list[dict]:
                                                          "eval_samples": r["eval_samples"],
                                                          "calib_samples": r["calib_samples"]})
         row.setdefault(r["method"], {"runs": []})["runs"].append(
-            {k: r[k] for k in ("seed", "onnxruntime", "seconds", "method_used")})
+            {k: r[k] for k in ("seed", "onnxruntime", "error", "seconds", "method_used")})
     for row in rows.values():
         for m in METHODS:
             if m in row:
-                accs = [x["onnxruntime"] for x in row[m]["runs"]]
-                row[m].update(mean=float(np.mean(accs)), std=float(np.std(accs)), n=len(accs))
-        done = [m for m in METHODS if m in row]
+                accs = [x["onnxruntime"] for x in row[m]["runs"] if x["onnxruntime"] is not None]
+                row[m].update(mean=float(np.mean(accs)) if accs else None, std=float(np.std(accs)) if accs else None,
+                              n=len(accs), failed=len(row[m]["runs"]) - len(accs))
+        done = [m for m in METHODS if m in row and row[m]["n"]]
         row["best"] = max(done, key=lambda m: row[m]["mean"]) if done else None
     return list(rows.values())
 
 
 def save(runs: list[dict], meta: dict) -> Path:
-    atomic_write_text(json.dumps({**meta, "rows": summarize(runs)}, indent=2), OUT)
+    atomic_write_text(json.dumps({**meta, "rows": summarize(runs), "runs": runs}, indent=2), OUT)
     return OUT
 
 
 def table(rows: list[dict]) -> str:
-    cell = lambda d: "-" if d is None else f"{d['mean']:5.1f}±{d['std']:4.1f} (n={d['n']})"  # noqa: E731
+    cell = lambda d: "-" if d is None or not d["n"] else f"{d['mean']:5.1f}±{d['std']:4.1f} (n={d['n']})"  # noqa: E731
     lines = [f"{'model':17} {'bits':5} {'float':>6} " + " ".join(f"{m:>18}" for m in METHODS) + "   (top-1 %, onnxruntime)"]
     for r in rows:
         lines.append(f"{r['model']:17} {r['bits']:5} {r['float']:6.1f} " + " ".join(f"{cell(r.get(m)):>18}" for m in METHODS))
@@ -135,6 +139,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--epochs", type=int, default=5, help="training epochs of zoo models")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--append", action="store_true", help="keep the runs already in the JSON file (other models)")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.bits, args.iters = args.seeds[:1], ["W3A3"], 20
@@ -145,11 +150,11 @@ def main() -> None:
         tasks = [{"model": name, "paths": paths[name], "bits": bits, "wbits": int(bits[1]), "abits": int(bits[3]),
                   "method": method, "seed": seed, "iters": args.iters, "calib_samples": args.calib_samples}
                  for name in args.models for seed in args.seeds for bits in args.bits for method in args.methods]
-        runs: list[dict] = []
+        runs: list[dict] = json.loads(OUT.read_text()).get("runs", []) if args.append and OUT.exists() else []
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             for r in pool.imap(run_task, tasks):
                 runs.append(r)
-                print(f"{r['model']} {r['bits']} {r['method']} seed {r['seed']}: {r['onnxruntime']:.1f}% "
+                print(f"{r['model']} {r['bits']} {r['method']} seed {r['seed']}: {r['onnxruntime'] or r['error']} "
                       f"({r['seconds']} s)", flush=True)
                 save(runs, meta)  # after every task, so an interrupted run keeps what it measured
     print(table(summarize(runs)))

@@ -25,8 +25,8 @@ from hwopt.graph.normalize import normalize_model
 from hwopt.graph.shapes import Shapes, input_specs, random_inputs, resolve_input_shapes
 from hwopt.pipeline.artifact import Artifact, data_digest, file_digest
 from hwopt.pipeline.cache import StageCache, cache_key
-from hwopt.pipeline.guard import Verdict, choose, meets_accuracy
-from hwopt.pipeline.recipe import Candidate, Recipe, load_recipe, plan_recipe, predict_recipe
+from hwopt.pipeline.guard import Verdict, choose, meets_accuracy, search_needed, search_outcome
+from hwopt.pipeline.recipe import Candidate, Recipe, is_search, load_recipe, plan_recipe, predict_recipe
 from hwopt.pipeline.report import build_report, write_reports
 from hwopt.pipeline.runner import Pipeline
 from hwopt.pipeline.stages import StageContext, Step, predict
@@ -150,6 +150,10 @@ def compress(
     for i, cand in enumerate(plan.candidates):
         if progress:
             progress(i, len(plan.candidates), cand.name)
+        skip = search_needed(records, plan.max_accuracy_drop, plan.latency_ms) if is_search(cand) else None
+        if skip is not None:
+            records.append(_record(cand) | {"status": "skipped", "reason": f"subnet search {skip}"})
+            continue
         rec, art = _try(cand, source, cache, ctx, plan, met_groups, say)
         records.append(rec)
         if art is not None:
@@ -164,6 +168,8 @@ def compress(
         _confirm_latencies(records, arts, plan, cache, ctx)
     base = _baseline(records, plan, device)
     verdict = choose(records, base, plan.max_accuracy_drop, plan.latency_ms, prefer=lambda r: _preference(r, device))
+    if not verdict.budget_met and plan.latency_ms is not None:
+        verdict.reason += search_outcome(records, plan.max_accuracy_drop, plan.latency_ms)
     for rec in records:
         rec["chosen"] = rec["name"] == verdict.chosen
     files = _deploy(out, arts, base["name"], verdict.chosen)
@@ -179,12 +185,17 @@ def compress(
                   rpath, hpath, recipe_path, False, [*files, recipe_path, rpath, hpath])
 
 
+def _record(cand: Candidate) -> dict:
+    """The report record of a candidate before it runs."""
+    return {"name": cand.name, "group": cand.group, "runtime": cand.runtime, "precision": cand.precision,
+            "steps": [s.stage + (f"({', '.join(f'{k}={v}' for k, v in s.options.items() if k != 'runtime')})" if s.options else "")
+                      for s in cand.steps], "predicted_ms": cand.predicted_ms, "search": is_search(cand), "status": "ok", "reason": ""}
+
+
 def _try(cand: Candidate, source: Artifact, cache: StageCache, ctx: StageContext, plan: Recipe, met_groups: set[str],
          say: Callable[[str], None]) -> tuple[dict, Artifact | None]:
     """Run one candidate through steps + export + evaluate; failures become a record, not a crash."""
-    rec = {"name": cand.name, "group": cand.group, "runtime": cand.runtime, "precision": cand.precision,
-           "steps": [s.stage + (f"({', '.join(f'{k}={v}' for k, v in s.options.items() if k != 'runtime')})" if s.options else "")
-                     for s in cand.steps], "predicted_ms": cand.predicted_ms, "status": "ok", "reason": ""}
+    rec = _record(cand)
     if cand.group in met_groups:
         rec.update(status="skipped", reason=f"an earlier level of {cand.group} met the accuracy budget")
         return rec, None

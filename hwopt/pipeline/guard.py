@@ -58,3 +58,39 @@ def choose(candidates: list[dict], baseline: dict, max_accuracy_drop: float, lat
                        f"accuracy budget takes {fastest['latency_ms']:.3f} ms")
     return Verdict(fastest["name"], True, f"fastest candidate within the {max_accuracy_drop:g}-point accuracy budget"
                    + (f" and the {latency_ms:g} ms latency budget" if latency_ms is not None else ""))
+
+
+def meets_budgets(rec: dict, max_accuracy_drop: float, latency_ms: float) -> bool:
+    """Whether an evaluated record already satisfies both the accuracy and the latency budget."""
+    return (rec.get("status") == "ok" and meets_accuracy(rec.get("accuracy_drop"), max_accuracy_drop)
+            and rec.get("latency_ms") is not None and rec["latency_ms"] <= latency_ms)
+
+
+def search_needed(records: list[dict], max_accuracy_drop: float, latency_ms: float | None) -> str | None:
+    """None when the subnet-search fallback should run, else why it is skipped.
+
+    It is skipped once an earlier candidate (precision, int8, pruning) met the latency budget
+    within the accuracy budget: search costs far more than the other stages.
+    """
+    failed = next((r for r in records if r.get("search") and r.get("status") == "failed"), None)
+    if failed is not None:  # the same search would fail the same way (failures are not cached)
+        return f"not rerun: it already failed for {failed['name']}"
+    if latency_ms is None:  # only an edited recipe gets here; it asked for the search explicitly
+        return None
+    done = next((r for r in records if meets_budgets(r, max_accuracy_drop, latency_ms)), None)
+    if done is None:
+        return None
+    return f"not needed: {done['name']} already meets both budgets ({done['latency_ms']:.3f} ms <= {latency_ms:g} ms)"
+
+
+def search_outcome(records: list[dict], max_accuracy_drop: float, latency_ms: float) -> str:
+    """What the subnet-search fallback achieved, for a verdict whose budgets were not met."""
+    ran = [r for r in records if r.get("search") and r.get("status") != "skipped"]
+    if not ran:
+        return ""
+    failed = next((r for r in ran if r["status"] != "ok"), None)
+    if failed is not None and all(r["status"] != "ok" for r in ran):
+        return f"; subnet search could not reach it either ({failed['reason']})"
+    best = min((r for r in ran if r["status"] == "ok"), key=lambda r: r.get("latency_ms") or float("inf"))
+    lat = "unknown latency" if best.get("latency_ms") is None else f"{best['latency_ms']:.3f} ms"
+    return f"; subnet search could not meet both either (best: {best['name']}, {lat}, drop {best['accuracy_drop']:.2f})"

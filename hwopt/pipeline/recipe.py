@@ -12,7 +12,9 @@ runtimes) and the user's budgets:
   AdaRound reconstruction, mixed precision with sensitive layers kept float): the accuracy
   guard stops at the first level of a group that meets the budget;
 * pruning only when a latency budget asks for more than precision alone can give, and never
-  sparsity on x86 (no sparse kernels there).
+  sparsity on x86 (no sparse kernels there);
+* with a latency budget, subnet-search candidates last (hwopt.nas: narrower layers, skipped
+  blocks, smaller input): they run only when no earlier candidate met both budgets.
 
 `--dry-run` writes the plan with each candidate's predicted latency and runs nothing;
 `--recipe FILE` runs an edited plan.
@@ -183,9 +185,31 @@ def plan_recipe(
         for ratio in PRUNE_RATIOS:
             prune = Step("prune", {"ratio": ratio, "criterion": "l1"})
             r.candidates += _int8_group(rt, f"prune{int(ratio * 100)}-{rt}-int8", [prune], max_accuracy_drop, levels=1)
+    if latency_ms is not None:
+        r.candidates += _search_group(runtimes, device, latency_ms, has_calib, max_accuracy_drop)
     if not device.sparse_kernels:
         r.notes.append(f"no sparsity candidates: {device.name} has no sparse kernels")
     return r
+
+
+def _search_group(runtimes: list[str], device: DeviceProfile, latency_ms: float, has_calib: bool,
+                  budget: float) -> list[Candidate]:
+    """Subnet-search candidates, tried last and only when nothing before them met both budgets.
+
+    The search's subnet is exported in float and, with calibration data, also in int8 (the
+    search stage is cached, so the second candidate reuses the first's subnet).
+    """
+    rt = device.preferred_runtime if device.preferred_runtime in runtimes else runtimes[0]
+    found = Step("search", {"runtime": rt, "latency_ms": latency_ms})
+    out = [Candidate(f"search-{rt}-fp32", f"search-{rt}-fp32", rt, "fp32", [found])]
+    if has_calib:
+        out += _int8_group(rt, f"search-{rt}-int8", [found], budget, levels=1)
+    return out
+
+
+def is_search(c: Candidate) -> bool:
+    """A fallback candidate: it runs only when no earlier candidate met both budgets."""
+    return any(s.stage == "search" for s in c.steps)
 
 
 def _int8_group(rt: str, group: str, pre: list[Step], budget: float, levels: int | None = None) -> list[Candidate]:
@@ -204,7 +228,7 @@ def predict_recipe(recipe: Recipe, model: onnx.ModelProto, shapes: Shapes | None
     """Fill each candidate's `predicted_ms` from hwopt.latency, without data and without running it.
 
     int8 is predicted on a min-max QDQ stand-in calibrated on synthetic inputs (the graph, not
-    its accuracy, decides latency); transforms the predictor cannot see (pruning) and float
+    its accuracy, decides latency); transforms the predictor cannot see (pruning, subnet search) and float
     precisions it has no table for (bf16, fp16) stay unpredicted.
     """
     from hwopt.latency.predict import predict_latency
@@ -213,7 +237,7 @@ def predict_recipe(recipe: Recipe, model: onnx.ModelProto, shapes: Shapes | None
     device = load_device(recipe.target)
     stand_ins: dict[str, onnx.ModelProto | None] = {}
     for c in recipe.candidates:
-        if any(s.stage == "prune" for s in c.steps) or c.precision not in ("fp32", "int8"):
+        if any(s.stage in ("prune", "search") for s in c.steps) or c.precision not in ("fp32", "int8"):
             continue
         m = model
         if c.precision == "int8":

@@ -23,6 +23,7 @@ from hwopt.pipeline.recipe import Recipe
 REPORT_KEYS = ("target", "baseline", "result", "accuracy_drop", "speedup", "stages", "candidates", "artifacts")
 _STAGE_WHAT = {
     "prune": "structured channel pruning",
+    "search": "subnet search (hwopt.nas) under the latency budget",
     "quantize": "int8 post-training quantization in the runtime's QDQ scheme",
     "export": "export to the runtime's format, verified against the ONNX model",
     "evaluate": "accuracy on the eval data; latency measured here or predicted",

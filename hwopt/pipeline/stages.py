@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
 from hwopt.data import Dataset, accuracy_metrics, run_outputs
 from hwopt.devices import DeviceProfile
 from hwopt.errors import HwoptError
-from hwopt.graph.load import save_model
+from hwopt.graph.load import load_model, save_model
 from hwopt.graph.shapes import Shapes
 from hwopt.pipeline.artifact import Artifact
 from hwopt.runtimes import get_runtime, time_session
@@ -80,6 +82,24 @@ class EvaluateOptions:
     eval_limit: int | None = None
 
 
+@dataclass(frozen=True)
+class SearchOptions:
+    """Subnet search (hwopt.nas) for the most accurate subnet under `latency_ms` on `runtime`.
+
+    Kept small (a dozen measured subnets, a short evolution) because compress only needs one
+    subnet that fits; the search's latency table is `predicted` by default since the evaluate
+    stage measures the chosen subnet itself on a present target.
+    """
+
+    runtime: str
+    latency_ms: float
+    subnets: int = 12
+    population: int = 16
+    generations: int = 30
+    latency_source: str = "predicted"
+    seed: int = 0
+
+
 def prune(art: Artifact, opts: PruneOptions, ctx: StageContext, work: Path) -> Artifact:
     from hwopt.pruning import prune_model
 
@@ -88,6 +108,56 @@ def prune(art: Artifact, opts: PruneOptions, ctx: StageContext, work: Path) -> A
     result = prune_model(art.load_onnx(), opts.ratio, criterion=opts.criterion, calib=ctx.calib, target=ctx.device)
     out = save_model(result.model, work / "model.onnx")
     return Artifact(out, meta={"stage": "prune", "ratio": opts.ratio, "criterion": opts.criterion})
+
+
+def search(art: Artifact, opts: SearchOptions, ctx: StageContext, work: Path) -> Artifact:
+    """The subnet `hwopt.nas.search` finds under the budget, taking the original model's input.
+
+    The search may pick a smaller input resolution; a Resize in front keeps the input contract
+    (so the same eval data judges it and the resize is paid for in its latency). A budget no
+    subnet can reach is an HwoptError naming the achievable range, so the candidate's record says so.
+    """
+    import tempfile
+
+    from hwopt.nas import EvolutionSettings
+    from hwopt.nas import search as run_search
+
+    settings = EvolutionSettings(population=opts.population, generations=opts.generations, seed=opts.seed)
+    with tempfile.TemporaryDirectory(prefix="hwopt-search-") as tmp:
+        data = Path(tmp) / "eval.npz"  # nas reads its eval data from a file
+        labels = {} if ctx.eval.labels is None else {"labels": ctx.eval.labels}
+        np.savez(data, **ctx.eval.inputs, **labels)
+        report = run_search(art.path, target=ctx.device.name, latency_ms=opts.latency_ms, runtime=opts.runtime,
+                            eval_data=data, out_dir=work / "search", seed=opts.seed, settings=settings,
+                            n_subnets=opts.subnets, latency_source=opts.latency_source, shapes=ctx.shapes,
+                            progress=ctx.log)
+    res = report.results[0]
+    model = resize_front(load_model(work / "search" / res.onnx), ctx.shapes)
+    out = save_model(model, work / "model.onnx")
+    return Artifact(out, meta={"stage": "search", "config": res.config, "search_latency_ms": res.latency_ms,
+                               "search_latency_source": res.latency_source, "search_accuracy": res.accuracy,
+                               "predictor_spearman": report.predictor.spearman, "evaluated": res.evaluated})
+
+
+def resize_front(model: onnx.ModelProto, shapes: Shapes) -> onnx.ModelProto:
+    """`model` taking its inputs at `shapes`, bilinearly resized to the (smaller) size it was cut for."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for vi in out.graph.input:
+        full = shapes.get(vi.name)
+        small = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        if full is None or len(full) != 4 or list(full) == small:
+            continue
+        inner, sizes = f"{vi.name}__resized", f"{vi.name}__resize_sizes"
+        for node in out.graph.node:
+            node.input[:] = [inner if i == vi.name else i for i in node.input]
+        out.graph.initializer.append(numpy_helper.from_array(np.asarray(small, np.int64), sizes))
+        out.graph.node.insert(0, helper.make_node("Resize", [vi.name, "", "", sizes], [inner], name=f"{vi.name}__resize",
+                                                  mode="linear", coordinate_transformation_mode="half_pixel"))
+        for dim, size in zip(vi.type.tensor_type.shape.dim, full):
+            dim.dim_value = int(size)
+    onnx.checker.check_model(out)
+    return out
 
 
 def quantize(art: Artifact, opts: QuantizeOptions, ctx: StageContext, work: Path) -> Artifact:
@@ -195,6 +265,7 @@ def int8_stand_in(model, calib: Dataset | None, runtime: str, device: DeviceProf
 
 STAGES: dict[str, tuple[type, Callable[[Artifact, object, StageContext, Path], Artifact]]] = {
     "prune": (PruneOptions, prune),
+    "search": (SearchOptions, search),
     "quantize": (QuantizeOptions, quantize),
     "export": (ExportOptions, export),
     "evaluate": (EvaluateOptions, evaluate),
