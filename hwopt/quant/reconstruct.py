@@ -399,6 +399,8 @@ class QdqNet:
                 out.append(replace(rec, int_weight=ints))
             else:
                 step = abs(float(self.aq[t].scale.detach()))
+                if not np.isfinite(step):  # a diverged step (seen once in MetaAug): keep the calibrated one
+                    step = float(np.asarray(rec.scale).reshape(-1)[0])
                 out.append(replace(rec, scale=np.asarray(max(step, 1e-8), np.float32).reshape(np.shape(rec.scale))))
         return out
 
