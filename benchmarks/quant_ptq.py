@@ -47,26 +47,17 @@ def digits_32() -> tuple[Dataset, Dataset, tuple[np.ndarray, np.ndarray]]:
 
 def zoo_model(name: str, train: tuple[np.ndarray, np.ndarray], epochs: int, tmp: Path) -> onnx.ModelProto:
     import torch
-    from torch import nn
 
     from hwopt.models.export import export_onnx
+    from hwopt.models.train import train_classifier
     from hwopt.models.zoo import build
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
     module, _ = build(name, num_classes=10)
-    opt = torch.optim.Adam(module.parameters(), 2e-3)
-    xt, yt = torch.from_numpy(train[0]), torch.from_numpy(train[1])
-    module.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(module(xt[idx]), yt[idx]).backward()
-            opt.step()
+    train_classifier(module, *train, epochs=epochs, lr=2e-3)
     path = tmp / f"{name}.onnx"
-    export_onnx(module.eval(), path, (1, 3, 32, 32))
+    export_onnx(module, path, (1, 3, 32, 32))
     return onnx.load(str(path))
 
 

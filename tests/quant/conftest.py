@@ -14,6 +14,7 @@ from torch import nn
 
 from hwopt.data import Dataset
 from hwopt.graph.normalize import normalize_model
+from hwopt.models.train import train_classifier
 
 torch.set_num_threads(1)
 
@@ -46,18 +47,7 @@ def digits_arrays(n_train: int = 1200) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def train(module: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 15) -> nn.Module:
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(module.parameters(), 3e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    module.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(module(xt[idx]), yt[idx]).backward()
-            opt.step()
-    return module.eval()
+    return train_classifier(module, x, y, epochs=epochs, lr=3e-3, seed=0)
 
 
 def export(module: nn.Module, path, shape=(1, 3, 16, 16)) -> onnx.ModelProto:
