@@ -32,7 +32,7 @@ from hwopt.latency.kernels import DTYPE_BYTES, Kernel
 from hwopt.latency.predictor import train_predictor
 from hwopt.latency.table import LatencyTable
 from hwopt.runtimes import get_runtime
-from hwopt.runtimes.base import Session, host_device
+from hwopt.runtimes.base import Session, host_device, time_session
 
 CHANNELS = [8, 16, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512]
 RESOLUTIONS = [4, 7, 8, 14, 16, 28, 32, 56, 64, 112]
@@ -151,16 +151,7 @@ def measure(session: Session, feeds: dict[str, np.ndarray], *, target_ms: float 
     t0 = time.perf_counter()
     session.run(feeds)
     first = (time.perf_counter() - t0) * 1e3
-    return fast_mean(_time_runs(session, feeds, int(np.clip(target_ms / max(first, 1e-3), 20, 400))))
-
-
-def _time_runs(session: Session, feeds: dict[str, np.ndarray], runs: int) -> np.ndarray:
-    times = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter()
-        session.run(feeds)
-        times[i] = (time.perf_counter() - t0) * 1e3
-    return times
+    return fast_mean(time_session(session, feeds, warmup=0, runs=int(np.clip(target_ms / max(first, 1e-3), 20, 400))))
 
 
 def fast_mean(times: np.ndarray, share: float = 0.25) -> float:
@@ -192,7 +183,7 @@ def measure_interleaved(models: Sequence[onnx.ModelProto], runtime: str, *, thre
     times: list[list[np.ndarray]] = [[] for _ in models]
     for _ in range(rounds):
         for i, (sess, f, n) in enumerate(zip(sessions, feeds, bursts)):
-            times[i].append(_time_runs(sess, f, n))
+            times[i].append(time_session(sess, f, warmup=0, runs=n))
     return [fast_mean(np.concatenate(t)) for t in times]
 
 
