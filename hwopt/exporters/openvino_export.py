@@ -20,6 +20,7 @@ from hwopt.exporters.base import ExportResult
 from hwopt.exporters.verify import Feeds, verify_session
 from hwopt.graph.load import atomic_write_bytes, atomic_write_text
 from hwopt.runtimes import get_runtime
+from hwopt.runtimes.openvino_rt import PRECISION_HINTS
 
 
 def export_openvino(
@@ -48,7 +49,7 @@ def export_openvino(
         atomic_write_bytes(staged.with_suffix(".bin").read_bytes(), out.with_suffix(".bin"))
         atomic_write_bytes(staged.read_bytes(), out)
     deploy = out.with_name(out.stem + ".deploy.json")
-    hint = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}[precision]
+    hint = PRECISION_HINTS[precision]
     atomic_write_text(
         json.dumps({"device": "CPU", "config": {"INFERENCE_PRECISION_HINT": hint}, "precision": precision}, indent=2) + "\n",
         deploy,

@@ -14,7 +14,7 @@ import onnx
 from hwopt.errors import HwoptError, NotAvailableError
 from hwopt.runtimes.base import ModelLike, Runtime, Session
 
-_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 # int8 comes from FakeQuantize (QDQ) in the model; the float parts around it run at the hint's precision
 
 
@@ -22,8 +22,8 @@ class OvSession(Session):
     def __init__(self, model: ModelLike, threads: int, precision: str):
         import openvino as ov
 
-        if precision not in _HINTS:
-            raise HwoptError(f"OpenVINO precision must be one of {sorted(_HINTS)}, got {precision!r}")
+        if precision not in PRECISION_HINTS:
+            raise HwoptError(f"OpenVINO precision must be one of {sorted(PRECISION_HINTS)}, got {precision!r}")
         core = ov.Core()
         try:
             if isinstance(model, onnx.ModelProto):
@@ -31,7 +31,7 @@ class OvSession(Session):
             else:
                 ov_model = core.read_model(str(model))
             config = {
-                "INFERENCE_PRECISION_HINT": _HINTS[precision],
+                "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
                 "INFERENCE_NUM_THREADS": threads,
                 "PERFORMANCE_HINT": "LATENCY",
                 "NUM_STREAMS": 1,
