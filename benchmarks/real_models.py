@@ -18,6 +18,7 @@ Other scripts and tests import `corpus()` to get the paths.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
@@ -156,6 +157,19 @@ def run_one(argv: list[str], timeout: int) -> dict:
     return {"status": status, "rc": p.returncode, "seconds": secs, "message": message[:300]}
 
 
+def record(path: Path, model: str, key: str, result: dict) -> dict:
+    """Merge one cell into the results file under a lock (several runs may share the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text()) if path.exists() else {}
+        results.setdefault(model, {})[key] = result
+        tmp = path.with_suffix(".part")
+        tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        tmp.replace(path)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated names (default all)")
@@ -163,6 +177,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--out", default=str(CACHE / "runs"))
+    ap.add_argument("--results", default=str(RESULTS), help="JSON file the cells are merged into")
     args = ap.parse_args()
     models = corpus(args.models.split(",") if args.models else None)
     if args.list:
@@ -170,19 +185,16 @@ def main() -> None:
             print(f"{m.name:18s} {m.kind:11s} {m.shape:22s} {m.path}  [{m.origin}]")
         return
     wanted = args.commands.split(",") if args.commands else None
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results: dict = {}
     for m in models:
         out = Path(args.out) / m.name
         out.mkdir(parents=True, exist_ok=True)
-        row = results.setdefault(m.name, {})
         for key, argv in commands(m, out).items():
             if wanted and key not in wanted:
                 continue
-            row[key] = run_one(argv, args.timeout)
-            r = row[key]
+            r = run_one(argv, args.timeout)
+            results = record(Path(args.results), m.name, key, r)
             print(f"{m.name:18s} {key:16s} {r['status']:8s} {r['seconds']:7.1f}s  {r.get('message', '')[:110]}", flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     statuses = [r["status"] for row in results.values() for r in row.values()]
     print(f"\n{statuses.count('ok')} ok, {statuses.count('refused')} refused, "
           f"{statuses.count('broken')} broken, {statuses.count('timeout')} timeout -> {RESULTS}")

@@ -24,9 +24,14 @@ def inspect(model: PathLike | onnx.ModelProto, *, shapes: Shapes | None = None, 
     proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
     result = census(proto, shapes)
     if groups:
-        from hwopt.pruning.groups import describe_groups
+        from hwopt.pruning.groups import describe_groups, prepare_model
 
-        result.groups = describe_groups(proto)
+        # groups are found on the form pruning works on (Constant weights as initializers, opset >= 13),
+        # so `inspect` lists the groups `prune` would cut; a model that form cannot be made of has none
+        try:
+            result.groups = describe_groups(prepare_model(proto), {k: tuple(v) for k, v in result.inputs.items()})
+        except HwoptError:
+            result.groups = []
     return result
 
 

@@ -73,7 +73,11 @@ def compress_cmd(
 
 def _print_summary(result) -> None:
     rep = result.report
-    table = Table(title=f"hwopt compress -> {rep['target']}")
+    guard = next(s for s in rep["stages"] if s["stage"] == "guard")
+    counts = ", ".join(f"{n} {status}" for status, n in guard["candidates"].items())
+    caption = f"candidates: {counts}" + (" -- SOME FAILED, see report.json" if guard["warning"] else "")
+    table = Table(title=f"hwopt compress -> {rep['target']}", caption=caption,
+                  caption_style="bold red" if guard["warning"] else "dim")
     for col in ("", "runtime", "precision", "latency ms", "source", "accuracy", "artifact"):
         table.add_column(col)
     for side in ("baseline", "result"):
@@ -83,8 +87,8 @@ def _print_summary(result) -> None:
     console.print(table)
     speed = "-" if rep["speedup"] is None else f"{rep['speedup']:.2f}x"
     console.print(f"speedup {speed}, accuracy drop {rep['accuracy_drop']:.2f} points")
-    style = "green" if result.budget_met else "yellow"
-    console.print(f"[{style}]{result.reason}[/]")
+    style = "bold red" if guard["warning"] else "green" if result.budget_met else "yellow"
+    console.print(f"[{style}]{result.reason}[/]", highlight=False)
     console.print(f"report: {result.report_path}  {result.html_path}")
 
 

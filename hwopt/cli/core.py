@@ -58,6 +58,9 @@ def inspect_cmd(
     if unknown:  # a census still helps; say once (on stderr, so --json stays clean) what will not run
         err_console.print(f"[yellow]warning:[/] custom ops no runtime here implements: {', '.join(unknown)}", soft_wrap=True)
     c = api.inspect(proto, shapes=parse_shape_options(shape))
+    if c.unresolved:  # counted as 0, never guessed: say so where the number is read
+        err_console.print(f"[yellow]warning:[/] MACs leave out {len(c.unresolved)} node(s) whose shapes are unknown: "
+                          f"{', '.join(c.unresolved[:5])}", soft_wrap=True)
     if json_out:
         emit_json(c.to_dict(with_nodes=nodes))
         return

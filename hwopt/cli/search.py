@@ -38,6 +38,8 @@ def search_cmd(
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Weight-sharing fine-tune of the ONNX space first (sandwich rule + KD)."),
     finetune_data: Path = typer.Option(None, "--finetune-data", help="Training .npz for --finetune-epochs (keep it apart from --eval)."),
     finetune_lr: float = typer.Option(1e-3, "--finetune-lr", help="Adam learning rate of the fine-tune."),
+    refine_top: int = typer.Option(5, "--refine-top", help="Measure this many top candidates per budget (accuracy, and latency "
+                                   "when the target is this machine) and keep the best that meets the budget; 0: no refinement."),
     shape: list[str] = SHAPE_OPTION,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: subnet configs, ONNX models, pareto.png, search.json."),
     json_out: bool = JSON_OPTION,
@@ -52,7 +54,7 @@ def search_cmd(
         settings=EvolutionSettings(population=population, generations=generations, seed=seed), n_subnets=subnets,
         predictor=predictor, latency_source=latency_source, shapes=parse_shape_options(shape),
         finetune_epochs=finetune_epochs, finetune_data=finetune_data, finetune_lr=finetune_lr,
-        progress=None if json_out else (lambda msg: err_console.print(f"[dim]{msg}[/]")),
+        refine_top=refine_top, progress=None if json_out else (lambda msg: err_console.print(f"[dim]{msg}[/]")),
     )
     if json_out:
         emit_json(report.to_dict())
@@ -61,10 +63,11 @@ def search_cmd(
     console.print(f"[bold]{report.source}[/]: accuracy predictor ({q.kind}, {q.n_train} subnets) held-out "
                   f"Spearman {q.spearman:.3f}, RMSE {q.rmse:.2f} points")
     table = Table(title=f"searched subnets ({report.metric})")
-    for col in ("target", "runtime", "budget ms", "latency ms", "source", "predicted %", "measured %", "search s", "model"):
+    for col in ("target", "runtime", "budget ms", "latency ms", "source", "measured ms", "predicted %", "measured %", "search s", "model"):
         table.add_column(col, justify="right" if col not in ("target", "runtime", "source", "model") else "left")
     for r in report.results:
-        table.add_row(r.target, r.runtime, f"{r.budget_ms:g}", f"{r.latency_ms:.3f}", r.latency_source, f"{r.predicted_accuracy:.2f}",
+        meas = "-" if r.measured_latency_ms is None else f"{r.measured_latency_ms:.3f}"
+        table.add_row(r.target, r.runtime, f"{r.budget_ms:g}", f"{r.latency_ms:.3f}", r.latency_source, meas, f"{r.predicted_accuracy:.2f}",
                       f"{r.accuracy:.2f}", f"{r.search_seconds:.1f}", r.onnx)
     console.print(table)
     console.print(f"wrote {', '.join(report.artifacts)} to {out}")

@@ -22,7 +22,7 @@ from hwopt.exporters.base import ExportResult, Verification, compare_outputs, is
 from hwopt.exporters.onnxruntime_export import export_onnxruntime
 from hwopt.exporters.openvino_export import export_openvino
 from hwopt.exporters.tensorrt_export import QDQIssue, check_tensorrt_qdq, export_tensorrt, trtexec_command
-from hwopt.exporters.tflite_export import export_litert
+from hwopt.exporters.tflite_export import ConversionCache, export_litert
 from hwopt.exporters.verify import onnx_reference, verification_feeds
 from hwopt.graph.load import load_model
 from hwopt.graph.normalize import normalize_model
@@ -49,6 +49,7 @@ def export(
     calib: PathLike | Dataset | None = None,
     shapes: Shapes | None = None,
     reference_model: onnx.ModelProto | None = None,
+    cache: ConversionCache | None = None,
     log=None,
 ) -> ExportResult:
     """Export `model` for runtime `to` into `out` (a file with the runtime's suffix, or a folder).
@@ -56,6 +57,11 @@ def export(
     int8 takes an already quantized (QDQ) model as it is; a float model is quantized first with
     the runtime's scheme on `calib` (LiteRT quantizes inside the TFLite converter instead). The
     artifact is compared with `reference_model` (default: `model`) run by onnxruntime.
+    `cache` keeps TFLite conversions (one onnx2tf run serves every LiteRT precision).
+
+    Dynamic input dims stay dynamic in ONNX (onnxruntime, TensorRT) and OpenVINO IR exports,
+    so one file serves every input size; `shapes` (or the data) only pick the sizes verified
+    on. TFLite is static: it is converted at those sizes.
     """
     if to not in FORMATS:
         raise HwoptError(f"unknown export runtime {to!r}; choose one of {', '.join(FORMATS)}")
@@ -78,7 +84,7 @@ def export(
     if precision == "int8" and to != "litert" and not is_quantized(proto):
         if data is None:
             raise HwoptError(f"int8 export of a float model needs calibration data (--calib) to quantize it for {to}")
-        proto = quantize_for_runtime(proto, data, to, device)
+        proto = quantize_for_runtime(proto, data, to, device, concrete)
     out_path = resolve_output(out, suffix)
     common = dict(precision=precision, reference=reference, feeds=feeds)
     if to == "onnxruntime":
@@ -87,18 +93,20 @@ def export(
         return export_openvino(proto, out_path, vs_float=vs_float, **common)
     if to == "tensorrt":
         return export_tensorrt(proto, out_path, shapes=concrete, device=device, vs_float=vs_float, **common)
-    return export_litert(proto, out_path, shapes=concrete, data=data, log=log, **common)
+    return export_litert(proto, out_path, shapes=concrete, data=data, cache=cache, log=log, **common)
 
 
 #: the device whose QDQ rules apply when an export names no target
 DEFAULT_TARGET = {"onnxruntime": "x86-avx512", "openvino": "x86-avx512", "tensorrt": "cuda-gpu", "litert": "rpi4"}
 
 
-def quantize_for_runtime(model: onnx.ModelProto, data: Dataset, runtime: str, device: DeviceProfile | None) -> onnx.ModelProto:
+def quantize_for_runtime(model: onnx.ModelProto, data: Dataset, runtime: str, device: DeviceProfile | None,
+                         shapes: Shapes | None = None) -> onnx.ModelProto:
     """Plain int8 post-training quantization with `runtime`'s QDQ scheme (hwopt.quant)."""
     from hwopt.quant.api import quantize
 
-    return quantize(model, data, target=device or DEFAULT_TARGET[runtime], runtime=runtime, measure_latency=False).model
+    return quantize(model, data, target=device or DEFAULT_TARGET[runtime], runtime=runtime, measure_latency=False,
+                    shapes=shapes).model
 
 
 __all__ = [

@@ -38,6 +38,28 @@ def _optimize(model: onnx.ModelProto, out: Path, *, ort_format: bool) -> None:
         atomic_write_bytes(target.read_bytes(), out)
 
 
+def basic_optimized(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` after onnxruntime's basic (portable, standard-ops-only) graph rewrites.
+
+    Converters that translate node by node (onnx2tf) go wrong on exporter leftovers this folds
+    away: shape arithmetic on static shapes (Shape -> Slice -> Concat -> Reshape), biases
+    reshaped at run time and added after a Conv, BatchNormalization. The output keeps the
+    graph's input and output names; opset imports of domains no node uses are dropped
+    (onnxruntime lists all of its own).
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hwopt-ortopt-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        _optimize(model, path, ort_format=False)
+        out = onnx.load(str(path))
+    used = {n.domain for n in out.graph.node} | {"", "ai.onnx"}
+    keep = [o for o in out.opset_import if o.domain in used]
+    del out.opset_import[:]
+    out.opset_import.extend(keep)
+    return out
+
+
 def export_onnxruntime(
     model: onnx.ModelProto,
     out: Path,

@@ -3,20 +3,29 @@
 The conversion (onnx2tf + TensorFlow) runs in its own venv through `exporters/tflite/convert.py`;
 this side prepares what that converter needs and checks what it returns:
 
-* dynamic dims are fixed first (TFLite wants static shapes; batch 1),
+* dynamic dims are fixed first (TFLite wants static shapes; batch 1): a `.tflite` runs at the
+  one input size it was converted for (re-export for another OCR width),
+* onnxruntime's basic rewrites fold what onnx2tf translates wrongly node by node (run-time
+  shape arithmetic, biases reshaped to 1xCx1x1 and added after a Conv: PaddlePaddle exports),
 * node and tensor names get characters TensorFlow rejects in scope names replaced,
 * calibration samples are handed over in NHWC layout (onnx2tf transposes 4-D image inputs),
 * every `.tflite` is run in LiteRT (XNNPACK) here and compared with the ONNX model, with the
   NCHW <-> NHWC transposes undone on inputs and outputs.
+
+One onnx2tf run writes every precision (fp32, fp16, int8), so with a `cache` (the pipeline's
+stage cache) the fp32 and int8 candidates of one model share a single conversion.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -24,8 +33,9 @@ import onnx
 from hwopt.data import Dataset
 from hwopt.errors import HwoptError
 from hwopt.exporters.base import ExportResult, Verification
+from hwopt.exporters.onnxruntime_export import basic_optimized
 from hwopt.exporters.sessions import OnnxLayoutSession, to_nhwc
-from hwopt.exporters.toolenv import tool_dir, tool_python
+from hwopt.exporters.toolenv import requirements_hash, tool_dir, tool_python
 from hwopt.exporters.verify import Feeds, verify_session
 from hwopt.graph.load import atomic_write_bytes, save_model
 from hwopt.graph.shapes import Shapes, fix_input_shapes, input_specs
@@ -36,6 +46,12 @@ PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_SAMPLES = 100
 CONVERT_TIMEOUT_S = 900
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9_.\-/]")
+
+
+class ConversionCache(Protocol):
+    """Where finished conversions are kept (hwopt.pipeline.cache.StageCache fits)."""
+
+    def get_or_run(self, stage: str, key: str, run: Callable[[Path], dict]) -> tuple[dict, Path]: ...
 
 
 def sanitize_names(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -68,6 +84,11 @@ def sanitize_names(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def prepare_for_tflite(model: onnx.ModelProto, shapes: Shapes) -> onnx.ModelProto:
+    """The ONNX model onnx2tf is given: static shapes, exporter leftovers folded, clean names."""
+    return sanitize_names(basic_optimized(fix_input_shapes(model, shapes)))
+
+
 def export_litert(
     model: onnx.ModelProto,
     out: Path,
@@ -77,6 +98,7 @@ def export_litert(
     data: Dataset | None,
     reference: list,
     feeds: list[Feeds],
+    cache: ConversionCache | None = None,
     log=None,
 ) -> ExportResult:
     """Convert to `.tflite` at `out` (plus the other precisions beside it) and verify in LiteRT.
@@ -89,14 +111,50 @@ def export_litert(
         raise HwoptError("full-integer int8 TFLite needs calibration data: pass --calib DATA")
     wanted = list(PRECISIONS) if data is not None else ["fp32", "fp16"]
     python = tool_python("tflite", log=log)
-    prepared = sanitize_names(fix_input_shapes(model, shapes))
+    prepared = prepare_for_tflite(model, shapes)
     in_names = [s.name for s in input_specs(prepared)]
     if data is not None:
         calib = {new: to_nhwc(data.inputs[old][:CALIB_SAMPLES].astype(np.float32)) for old, new in zip(shapes, in_names)}
     else:
         calib = {new: to_nhwc(feeds[0][old].astype(np.float32)) for old, new in zip(shapes, in_names)}
+
+    def convert(work: Path) -> dict:
+        return _convert(python, prepared, calib, wanted, work)
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tflite.") as tmp_name:
+    written: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tflite.") as scratch:
+        if cache is not None:
+            reply, entry = cache.get_or_run("tflite-convert", _conversion_key(prepared, calib, wanted), convert)
+        else:
+            entry = Path(scratch)
+            reply = convert(entry)
+        for p in wanted:
+            target = out if p == precision else out.with_name(f"{out.stem}_{p}.tflite")
+            written[p] = atomic_write_bytes((entry / reply["files"][p]).read_bytes(), target)
+    checks = _verify_all(written, shapes, reference, feeds)
+    sizes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in shapes.items())
+    notes = [f"onnx2tf {reply.get('onnx2tf', '?')}; inputs are NHWC and static in the .tflite ({sizes}): "
+             "re-export for another input size"]
+    notes += [f"{written[p].name}: {p}, " + (f"max abs diff {v.max_abs_diff:.3g}, cosine {v.cosine:.4f}" if v.ran else v.reason)
+              for p, v in checks.items()]
+    return ExportResult("litert", precision, out, [written[p] for p in wanted], checks[precision], notes)
+
+
+def _conversion_key(prepared: onnx.ModelProto, calib: dict[str, np.ndarray], wanted: list[str]) -> str:
+    """Same model bytes, calibration samples, precisions and converter venv -> same .tflite files."""
+    h = hashlib.sha256(prepared.SerializeToString())
+    for name in sorted(calib):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(calib[name]).tobytes())
+    h.update(",".join(wanted).encode())
+    h.update(requirements_hash("tflite").encode())
+    return h.hexdigest()[:24]
+
+
+def _convert(python: Path, prepared: onnx.ModelProto, calib: dict[str, np.ndarray], wanted: list[str], work: Path) -> dict:
+    """Run onnx2tf in its venv; keep only the .tflite files in `work`. Returns {files: {precision: name}}."""
+    with tempfile.TemporaryDirectory(dir=work, prefix=".onnx2tf.") as tmp_name:
         tmp = Path(tmp_name).resolve()  # the worker runs with cwd=tmp, so every path must be absolute
         src = tmp / "model.onnx"
         save_model(prepared, src)
@@ -111,11 +169,15 @@ def export_litert(
         if proc.returncode != 0 or "files" not in reply:
             why = reply.get("error") or _last_error_line(proc.stderr)
             raise HwoptError(f"TFLite conversion (onnx2tf) failed: {why}")
-        written: dict[str, Path] = {}
+        files = {}
         for p in wanted:
-            target = out if p == precision else out.with_name(f"{out.stem}_{p}.tflite")
-            atomic_write_bytes(Path(reply["files"][p]).read_bytes(), target)
-            written[p] = target
+            files[p] = f"model_{p}.tflite"
+            Path(reply["files"][p]).replace(work / files[p])
+    return {"files": files, "onnx2tf": reply.get("onnx2tf", "?")}
+
+
+def _verify_all(written: dict[str, Path], shapes: Shapes, reference: list, feeds: list[Feeds]) -> dict[str, Verification]:
+    """Run every written precision in LiteRT against the ONNX model's outputs."""
     rt = get_runtime("litert")
     checks: dict[str, Verification] = {}
     for p, path in written.items():
@@ -124,10 +186,7 @@ def export_litert(
             continue
         session = OnnxLayoutSession(rt.session(path, precision=p), list(shapes), [r.shape[1:] for r in reference])
         checks[p] = verify_session(session, reference, feeds, p, vs_float=True, reference_name="onnxruntime (source ONNX)")
-    notes = [f"onnx2tf {reply.get('onnx2tf', '?')}; inputs are NHWC in the .tflite"]
-    notes += [f"{written[p].name}: {p}, " + (f"max abs diff {v.max_abs_diff:.3g}, cosine {v.cosine:.4f}" if v.ran else v.reason)
-              for p, v in checks.items()]
-    return ExportResult("litert", precision, out, [written[p] for p in wanted], checks[precision], notes)
+    return checks
 
 
 def _last_json(text: str) -> dict:

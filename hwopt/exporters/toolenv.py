@@ -39,7 +39,8 @@ def venv_path(tool: str) -> Path:
     return cache / "hwopt" / "venvs" / tool
 
 
-def _requirements_hash(tool: str) -> str:
+def requirements_hash(tool: str) -> str:
+    """sha256 of the pinned requirements `tool`'s venv is built from (a new pin means new outputs)."""
     return hashlib.sha256((tool_dir(tool) / "requirements.txt").read_bytes()).hexdigest()
 
 
@@ -50,7 +51,7 @@ def tool_python(tool: str, *, log=None) -> Path:
     """
     venv = venv_path(tool)
     python = venv / "bin" / "python"
-    want = _requirements_hash(tool)
+    want = requirements_hash(tool)
     if _ready(venv, want):
         return python
     if os.environ.get("HWOPT_TOOL_INSTALL", "1") == "0":

@@ -2,8 +2,13 @@
 
 MACs count the multiply-accumulates of the matrix-like ops (Conv, ConvTranspose, Gemm, MatMul and
 their quantized forms), the same convention as torch.utils.flop_counter (which reports 2 FLOPs per
-MAC). Elementwise ops, pooling and normalization are not counted as MACs, but their activation
-bytes are.
+MAC), plus the gate matrix products of recurrent layers (LSTM, GRU, RNN). Elementwise ops,
+pooling and normalization are not counted as MACs, but their activation bytes are.
+
+Counts are exact or absent, never guessed: where static shape inference leaves a matrix op's
+shapes unknown, one onnxruntime inference tells them (`probe_shapes`); a node whose shapes are
+still unknown after that counts 0 MACs and is listed in `Census.unresolved`. Weights held in
+Constant nodes (PaddlePaddle exports) count as parameters like initializers do.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ import onnx
 from onnx import helper
 
 from hwopt.graph.normalize import opset_of
-from hwopt.graph.shapes import Shapes, infer_shapes, resolve_input_shapes, value_dtypes, value_shapes
+from hwopt.graph.shapes import Shapes, infer_shapes, probe_shapes, resolve_input_shapes, value_dtypes, value_shapes
+
+#: recurrent ops: (X, W, R) inputs, every step multiplies the input by W and the state by R
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"})
 
 
 @dataclass
@@ -44,6 +52,7 @@ class Census:
     activation_bytes: int
     nodes: list[NodeCensus] = field(default_factory=list)
     groups: list[dict] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)  # matrix nodes whose shapes stayed unknown (0 MACs)
 
     def to_dict(self, *, with_nodes: bool = False) -> dict:
         d = asdict(self)
@@ -59,37 +68,52 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
-def node_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int:
-    """Multiply-accumulates of one node given concrete tensor shapes (0 when not a matrix op)."""
+def node_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int | None:
+    """Multiply-accumulates of one node given concrete tensor shapes.
+
+    0 for ops that are not matrix-like; None when the node is one but a shape it needs is unknown.
+    """
     op = node.op_type
     get = lambda i: shapes.get(node.input[i]) if len(node.input) > i and node.input[i] else None  # noqa: E731
     out = shapes.get(node.output[0]) if node.output else None
     if op in ("Conv", "QLinearConv", "ConvInteger"):
         w = get(3 if op == "QLinearConv" else 1)
         if w is None or out is None:
-            return 0
+            return None
         # out elements x (Cin/group x kernel) MACs each; w is (Cout, Cin/group, *k)
         return prod(out) * prod(w[1:])
     if op == "ConvTranspose":
         x, w = get(0), get(1)
         if x is None or w is None:
-            return 0
+            return None
         # every input element is multiplied into (Cout/group x kernel) outputs; w is (Cin, Cout/group, *k)
         return prod(x) * prod(w[1:])
     if op == "Gemm":
         a, b = get(0), get(1)
-        if a is None or b is None:
-            return 0
+        if a is None or b is None or len(a) != 2 or len(b) != 2:
+            return None
         m, k = (a[1], a[0]) if _attr(node, "transA", 0) else (a[0], a[1])
         n = b[0] if _attr(node, "transB", 0) else b[1]
         return m * k * n
     if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
         a, b = (get(0), get(3)) if op == "QLinearMatMul" else (get(0), get(1))
         if a is None or b is None or out is None:
-            return 0
+            return None
         k = a[-1] if len(a) >= 1 else 1
         return prod(out) * k
+    if op in RECURRENT_OPS:
+        x, w, r = get(0), get(1), get(2)
+        if x is None or w is None or r is None or len(x) != 3:
+            return None
+        # per time step and batch row: every gate's input (W) and recurrent (R) product, all directions;
+        # W/R layouts differ (ONNX [D, G*H, I]; com.microsoft's [D, I, G*H]) but their sizes do not
+        return x[0] * x[1] * (prod(w) + prod(r))
     return 0
+
+
+def _mac_tensors(node: onnx.NodeProto) -> list[str]:
+    """The tensors `node_macs` reads for a matrix-like node."""
+    return [t for t in list(node.input[:4]) + list(node.output[:1]) if t]
 
 
 def census(model: onnx.ModelProto, shapes: Shapes | None = None) -> Census:
@@ -98,7 +122,14 @@ def census(model: onnx.ModelProto, shapes: Shapes | None = None) -> Census:
     inferred = infer_shapes(model, concrete)
     vshapes = value_shapes(inferred)
     vtypes = value_dtypes(inferred)
-    inits = {t.name: t for t in model.graph.initializer}
+    weights = _weight_tensors(model)
+    macs = {i: node_macs(n, vshapes) for i, n in enumerate(inferred.graph.node)}
+    unknown = [inferred.graph.node[i] for i, m in macs.items() if m is None]
+    wanted = [t for n in unknown for t in _mac_tensors(n)] + [o.name for o in model.graph.output]
+    wanted = [t for t in wanted if t not in vshapes]
+    if wanted:  # static inference stopped short of some matrix ops or outputs: one real inference tells their shapes
+        vshapes.update(probe_shapes(model, concrete, wanted))
+        macs.update({i: node_macs(n, vshapes) for i, n in enumerate(inferred.graph.node) if macs[i] is None})
 
     def nbytes(name: str) -> int:
         shp = vshapes.get(name)
@@ -106,24 +137,21 @@ def census(model: onnx.ModelProto, shapes: Shapes | None = None) -> Census:
             return 0
         return prod(shp) * np.dtype(helper.tensor_dtype_to_np_dtype(vtypes[name])).itemsize
 
-    qparams = _quant_params(model)
     ops: dict[str, int] = {}
     nodes: list[NodeCensus] = []
-    for node in inferred.graph.node:
+    for i, node in enumerate(inferred.graph.node):
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-        params = sum(prod(inits[i].dims) for i in node.input if i in inits and _is_weight(inits[i]) and i not in qparams)
         nodes.append(
             NodeCensus(
                 name=node.name,
                 op=node.op_type,
-                macs=node_macs(node, vshapes),
-                params=params,
-                inputs=[vshapes.get(i) for i in node.input],
+                macs=macs[i] or 0,
+                params=sum(prod(weights[t][0]) for t in node.input if t in weights),
+                inputs=[vshapes.get(t) for t in node.input],
                 outputs=[vshapes.get(o) for o in node.output],
                 activation_bytes=sum(nbytes(o) for o in node.output),
             )
         )
-    weights = [t for t in model.graph.initializer if _is_weight(t) and t.name not in qparams]
     return Census(
         opset=opset_of(model),
         ir_version=model.ir_version,
@@ -131,12 +159,30 @@ def census(model: onnx.ModelProto, shapes: Shapes | None = None) -> Census:
         inputs={k: list(v) for k, v in concrete.items()},
         outputs={o.name: (list(vshapes[o.name]) if o.name in vshapes else None) for o in inferred.graph.output},
         ops=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
-        params=sum(prod(t.dims) for t in weights),
+        params=sum(prod(dims) for dims, _ in weights.values()),
         macs=sum(n.macs for n in nodes),
-        weight_bytes=sum(prod(t.dims) * np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize for t in weights),
-        activation_bytes=sum(n.activation_bytes for n in nodes),
+        weight_bytes=sum(prod(dims) * np.dtype(helper.tensor_dtype_to_np_dtype(dt)).itemsize for dims, dt in weights.values()),
+        activation_bytes=sum(n.activation_bytes for n in nodes if n.op != "Constant"),
         nodes=nodes,
+        unresolved=[inferred.graph.node[i].name or f"#{i} {inferred.graph.node[i].op_type}" for i, m in macs.items() if m is None],
     )
+
+
+def _weight_tensors(model: onnx.ModelProto) -> dict[str, tuple[tuple[int, ...], int]]:
+    """{name: (dims, ONNX dtype)} of the learnable-looking tensors, in initializers or Constant nodes.
+
+    Scales and zero points of Q/DQ nodes are quantization metadata, not network parameters."""
+    qparams = _quant_params(model)
+    tensors = list(model.graph.initializer)
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+            tensors += [_named(a.t, n.output[0]) for a in n.attribute if a.name == "value"]
+    return {t.name: (tuple(int(d) for d in t.dims), t.data_type) for t in tensors if _is_weight(t) and t.name not in qparams}
+
+
+def _named(t: onnx.TensorProto, name: str) -> onnx.TensorProto:
+    """A header-only stand-in (dims, dtype, name) for a Constant node's tensor: the payload is not needed."""
+    return onnx.TensorProto(name=name, dims=list(t.dims), data_type=t.data_type)
 
 
 def _is_weight(t: onnx.TensorProto) -> bool:

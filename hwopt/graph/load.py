@@ -94,7 +94,6 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -105,12 +104,6 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
 def _umask() -> int:
     """The process umask (reading it means setting it; restored at once)."""
     mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _umask() -> int:
-    mask = os.umask(0)
     os.umask(mask)
     return mask
 

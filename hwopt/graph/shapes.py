@@ -1,12 +1,21 @@
 """Concrete input shapes, shape inference and generated inputs.
 
 Real models have dynamic dims (batch, and often height/width for OCR and detectors). A dynamic
-batch dim means 1; any other dynamic dim must be given with `--shape NAME=1x3x48x320`, and the
-error names exactly which dims are missing.
+batch dim means 1; any other dynamic dim comes from `--shape NAME=1x3x48x320` or, failing that,
+from the samples of a data set; when neither gives it, the error names exactly which dims are
+missing and suggests a complete, copy-pasteable `--shape`.
+
+Exporters declare unknown dims in several ways (no value, a symbol, `?`, or a literal -1 as
+paddle2onnx does for outputs); only positive values count as known, so a -1 never leaks into
+a shape, an element count or a MAC count.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,8 +69,15 @@ def parse_shape_options(options: list[str] | None) -> Shapes:
     return shapes
 
 
-def resolve_input_shapes(model: onnx.ModelProto, overrides: Shapes | None = None) -> Shapes:
-    """Concrete shape for every graph input: overrides, else static dims with a dynamic batch = 1."""
+def resolve_input_shapes(
+    model: onnx.ModelProto, overrides: Shapes | None = None, *, data: Mapping[str, np.ndarray] | None = None
+) -> Shapes:
+    """Concrete shape for every graph input.
+
+    Per input, in order: the `overrides` (from --shape); else one sample of `data` (arrays whose
+    first axis is samples), at batch 1; else the static dims with a dynamic batch = 1. Raises
+    HwoptError naming the dims that are still unknown, with a complete --shape to copy.
+    """
     overrides = dict(overrides or {})
     specs = input_specs(model)
     unknown = set(overrides) - {s.name for s in specs}
@@ -71,13 +87,12 @@ def resolve_input_shapes(model: onnx.ModelProto, overrides: Shapes | None = None
     missing: list[str] = []
     for spec in specs:
         if spec.name in overrides:
-            given = overrides[spec.name]
-            if len(given) != len(spec.dims):
-                raise HwoptError(f"--shape {spec.name} has rank {len(given)}, model input has rank {len(spec.dims)}")
-            for i, (g, d) in enumerate(zip(given, spec.dims)):
-                if isinstance(d, int) and d != g:
-                    raise HwoptError(f"--shape {spec.name}: dim {i} is fixed to {d} in the model, got {g}")
-            shapes[spec.name] = tuple(given)
+            shapes[spec.name] = _checked(spec, tuple(overrides[spec.name]), "--shape")
+            continue
+        if data is not None and spec.name in data:
+            sample = tuple(int(d) for d in np.shape(data[spec.name])[1:])
+            batch = spec.dims[0] if spec.dims and isinstance(spec.dims[0], int) else 1
+            shapes[spec.name] = _checked(spec, (batch, *sample), "data")
             continue
         dims = []
         for i, d in enumerate(spec.dims):
@@ -90,9 +105,47 @@ def resolve_input_shapes(model: onnx.ModelProto, overrides: Shapes | None = None
                 dims.append(-1)
         shapes[spec.name] = tuple(dims)
     if missing:
-        example = ",".join(f"{s.name}=" + "x".join(str(d) if isinstance(d, int) else "N" for d in s.dims) for s in specs)
-        raise HwoptError(f"dynamic input dims need concrete sizes: {', '.join(missing)}; pass --shape like {example}")
+        lacking = {m.split("[")[0] for m in missing}
+        example = " ".join(f"--shape {s.name}=" + "x".join(map(str, suggest_shape(s))) for s in specs if s.name in lacking)
+        raise HwoptError(
+            f"dynamic input dims need concrete sizes: {', '.join(missing)}; pass e.g. {example} "
+            "(or give data whose samples have the size)"
+        )
     return shapes
+
+
+def _checked(spec: InputSpec, given: tuple[int, ...], source: str) -> tuple[int, ...]:
+    """`given` if it has the input's rank and agrees with its static dims (else a clear error)."""
+    if len(given) != len(spec.dims):
+        raise HwoptError(f"{source} {spec.name} has rank {len(given)}, model input has rank {len(spec.dims)} {spec.dims}")
+    for i, (g, d) in enumerate(zip(given, spec.dims)):
+        if g <= 0:
+            raise HwoptError(f"{source} {spec.name}: dim {i} must be positive, got {g}")
+        if isinstance(d, int) and d != g:
+            raise HwoptError(f"{source} {spec.name}: dim {i} is fixed to {d} in the model, got {g}")
+    return given
+
+
+#: sizes suggested for unknown dims: image-like inputs (rank 4, NCHW) get 3 channels and 224x224
+#: (ImageNet's size, which most convolutional exports accept); other dims a sequence length
+SUGGESTED_CHANNELS, SUGGESTED_SPATIAL, SUGGESTED_LENGTH = 3, 224, 128
+
+
+def suggest_shape(spec: InputSpec) -> tuple[int, ...]:
+    """A complete shape for `spec`: its static dims, batch 1, and common sizes for the rest."""
+    out = []
+    for i, d in enumerate(spec.dims):
+        if isinstance(d, int):
+            out.append(d)
+        elif i == 0:
+            out.append(1)
+        elif len(spec.dims) == 4 and i == 1:
+            out.append(SUGGESTED_CHANNELS)
+        elif len(spec.dims) >= 4:
+            out.append(SUGGESTED_SPATIAL)
+        else:
+            out.append(SUGGESTED_LENGTH)
+    return tuple(out)
 
 
 def fix_input_shapes(model: onnx.ModelProto, shapes: Shapes) -> onnx.ModelProto:
@@ -110,9 +163,11 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: Shapes) -> onnx.ModelProto:
 def infer_shapes(model: onnx.ModelProto, shapes: Shapes | None = None) -> onnx.ModelProto:
     """Shape inference with onnx, falling back to onnxruntime's symbolic inference.
 
-    With `shapes`, inputs are fixed first so every intermediate gets concrete dims.
+    With `shapes`, inputs are fixed first so every intermediate gets concrete dims. Exporter
+    annotations with non-positive dims (paddle2onnx writes -1 for "unknown") are made unknown
+    first: inference keeps an annotated dim, so a -1 would otherwise hide the real size.
     """
-    m = fix_input_shapes(model, shapes) if shapes else model
+    m = _without_bad_dims(fix_input_shapes(model, shapes) if shapes else model)
     try:
         inferred = onnx.shape_inference.infer_shapes(m, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # onnx raises several types; fall back below
@@ -122,12 +177,39 @@ def infer_shapes(model: onnx.ModelProto, shapes: Shapes | None = None) -> onnx.M
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        sym = SymbolicShapeInference.infer_shapes(m, auto_merge=True, guess_output_rank=True)
+        with _scratch_cwd():  # on failure it dumps sym_shape_infer_temp.onnx + *.data into the cwd
+            sym = SymbolicShapeInference.infer_shapes(m, auto_merge=True, guess_output_rank=True)
         if sym is not None:
             return sym
     except Exception:  # symbolic inference asserts on some real models; keep onnx's partial answer
         pass
     return inferred
+
+
+@contextlib.contextmanager
+def _scratch_cwd() -> Iterator[None]:
+    """Run a call inside a throwaway working directory, so files it drops never land in the user's folder."""
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="hwopt-shapes-") as tmp:
+        os.chdir(tmp)
+        try:
+            yield
+        finally:
+            os.chdir(here)
+
+
+def _without_bad_dims(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model, or a copy whose value_info/output dims with a value <= 0 are cleared to unknown."""
+    annotated = list(model.graph.value_info) + list(model.graph.output)
+    if not any(d.HasField("dim_value") and d.dim_value <= 0 for vi in annotated for d in vi.type.tensor_type.shape.dim):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for vi in list(out.graph.value_info) + list(out.graph.output):
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                d.Clear()
+    return out
 
 
 def _all_shapes_known(model: onnx.ModelProto) -> bool:
@@ -137,8 +219,41 @@ def _all_shapes_known(model: onnx.ModelProto) -> bool:
 
 
 def _is_concrete(vi: onnx.ValueInfoProto) -> bool:
+    """All dims known and positive (paddle2onnx writes -1 for unknown dims; 0 means unknown too)."""
     t = vi.type.tensor_type
-    return t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim)
+    return t.HasField("shape") and all(d.HasField("dim_value") and d.dim_value > 0 for d in t.shape.dim)
+
+
+def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """Copy of `model` exposing the given intermediate tensors as extra graph outputs."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    have = {o.name for o in out.graph.output}
+    for n in dict.fromkeys(names):
+        if n not in have:
+            out.graph.output.append(helper.make_empty_tensor_value_info(n))
+    return out
+
+
+def probe_shapes(model: onnx.ModelProto, shapes: Shapes, names: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """Shapes of the tensors `names`, found by running the model once on onnxruntime.
+
+    Static inference stops at ops it cannot see through (com.microsoft's DynamicQuantizeLSTM,
+    shape arithmetic on data-dependent values); one inference on generated inputs of the given
+    input shapes tells the rest. Returns {} when onnxruntime cannot run the model (custom ops).
+    """
+    from hwopt.runtimes import get_runtime
+
+    wanted = [n for n in dict.fromkeys(names) if n]
+    if not wanted or not get_runtime("onnxruntime").available():
+        return {}
+    try:
+        session = get_runtime("onnxruntime").session(with_outputs(model, wanted), threads=1)
+        values = session.run(random_inputs(model, shapes))
+    except Exception:  # noqa: BLE001 - a best-effort fallback: onnxruntime raises its own types; {} means "not known"
+        return {}
+    index = {name: i for i, name in enumerate(session.output_names)}
+    return {n: tuple(int(d) for d in values[index[n]].shape) for n in wanted if n in index}
 
 
 def value_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:

@@ -304,6 +304,67 @@ def conv_transpose(x: list, a: Attrs) -> Tensor:
     return out
 
 
+# ---------------------------------------------------------------- recurrent
+
+def _lstm_direction(x: Tensor, w: Tensor, r: Tensor, b: Tensor | None, h: Tensor, c: Tensor,
+                    p: Tensor | None, reverse: bool, clip: float | None) -> tuple[Tensor, Tensor, Tensor]:
+    """One direction of ONNX LSTM (gates i, o, f, c; default activations): (Y, h, c)."""
+    hidden = r.shape[1]
+    xw = torch.matmul(x, w.t())  # (T, B, 4H), all time steps at once
+    if b is not None:
+        xw = xw + b[: 4 * hidden] + b[4 * hidden :]
+    pi, po, pf = (None, None, None) if p is None else p.split(hidden)
+    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+    ys: list[Tensor] = []
+    for t in steps:
+        g = xw[t] + torch.matmul(h, r.t())
+        if clip is not None:
+            g = g.clamp(-clip, clip)
+        gi, go, gf, gc = g.split(hidden, dim=-1)
+        i = torch.sigmoid(gi if pi is None else gi + pi * c)
+        f = torch.sigmoid(gf if pf is None else gf + pf * c)
+        c = f * c + i * torch.tanh(gc)
+        o = torch.sigmoid(go if po is None else go + po * c)
+        h = o * torch.tanh(c)
+        ys.append(h)
+    if reverse:
+        ys.reverse()
+    return torch.stack(ys), h, c
+
+
+@op("LSTM")
+def lstm(x: list, a: Attrs) -> tuple[Tensor, Tensor, Tensor]:
+    """ONNX LSTM (forward, reverse or bidirectional; peepholes; `layout` 0 or 1).
+
+    Only the default activations (Sigmoid, Tanh, Tanh) and full-length sequences are supported:
+    that is what torch and Paddle exports emit.
+    """
+    if a.get("activations") not in (None, ["Sigmoid", "Tanh", "Tanh"] * (2 if a.get("direction") == "bidirectional" else 1)):
+        raise HwoptError(f"LSTM with activations {a['activations']} is not supported by the ONNX-to-torch converter")
+    if a.get("input_forget", 0):
+        raise HwoptError("LSTM with input_forget=1 is not supported by the ONNX-to-torch converter")
+    xs, w, r = x[0], x[1], x[2]
+    b, lens, h0, c0, p = (x[i] if len(x) > i else None for i in range(3, 8))
+    batch_first = a.get("layout", 0) == 1
+    if batch_first:
+        xs = xs.transpose(0, 1)
+        h0, c0 = (None if t is None else t.transpose(0, 1) for t in (h0, c0))
+    if lens is not None and bool((lens != xs.shape[0]).any()):
+        raise HwoptError("LSTM with sequence_lens shorter than the input is not supported by the ONNX-to-torch converter")
+    dirs, hidden = w.shape[0], r.shape[2]
+    zeros = xs.new_zeros(dirs, xs.shape[1], hidden)
+    h0 = zeros if h0 is None else h0
+    c0 = zeros if c0 is None else c0
+    reverse = [a.get("direction", "forward") == "reverse"] if dirs == 1 else [False, True]
+    outs = [_lstm_direction(xs, w[d], r[d], None if b is None else b[d], h0[d], c0[d], None if p is None else p[d],
+                            reverse[d], a.get("clip")) for d in range(dirs)]
+    y = torch.stack([o[0] for o in outs], dim=1)  # (T, dirs, B, H)
+    y_h, y_c = torch.stack([o[1] for o in outs]), torch.stack([o[2] for o in outs])
+    if batch_first:
+        return y.permute(2, 0, 1, 3), y_h.transpose(0, 1), y_c.transpose(0, 1)
+    return y, y_h, y_c
+
+
 # ---------------------------------------------------------------- normalization
 
 @op("BatchNormalization")

@@ -163,6 +163,18 @@ class GraphBuilder:
         shape[1] = sum(self.shapes[x][1] for x in xs)
         return self._node("Concat", [self.qdq(x) for x in xs], tuple(shape), axis=1)
 
+    def resize(self, x: str, scale: int = 2) -> str:
+        """Nearest-neighbour upsampling by an integer factor (detector necks: FPN / PAN)."""
+        n, c, h, w = self.shapes[x]
+        scales = self._init("scales", np.array([1, 1, scale, scale], np.float32))
+        return self.qdq(self._node("Resize", [self.qdq(x), "", scales], (n, c, h * scale, w * scale), mode="nearest"))
+
+    def softmax(self, x: str, axis: int = 1) -> str:
+        return self._node("Softmax", [x], self.shapes[x], axis=axis)
+
+    def transpose(self, x: str, perm: list[int]) -> str:
+        return self._node("Transpose", [x], tuple(self.shapes[x][p] for p in perm), perm=perm)
+
     def channel_shuffle(self, x: str, groups: int) -> str:
         n, c, h, w = self.shapes[x]
         s1 = self._init("shape", np.array([n, groups, c // groups, h, w], np.int64))

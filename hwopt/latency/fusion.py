@@ -19,7 +19,7 @@ from onnx import helper
 from hwopt.errors import HwoptError
 from hwopt.graph.normalize import constants_to_initializers
 from hwopt.graph.shapes import Shapes, infer_shapes, resolve_input_shapes, value_dtypes, value_shapes
-from hwopt.latency.kernels import Kernel
+from hwopt.latency.kernels import RNN_OPS, Kernel, numel
 
 _BASIC_ACTS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid"})
 _ALL_ACTS = _BASIC_ACTS | {"HardSwish", "Swish", "Gelu", "Elu", "PRelu", "Mish", "Softplus"}
@@ -67,7 +67,11 @@ _FREE = {"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "C
          "QuantizeLinear", "DequantizeLinear", "Size", "ConstantOfShape", "Range"}
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
                 onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
-_QLINEAR = {"QLinearConv": ("Conv", 0, 3), "QLinearMatMul": ("MatMul", 0, 3)}
+#: integer-arithmetic ops that run as int8 kernels: (anchor op they price as, activation index, weight index).
+#: ConvInteger/MatMulInteger come from onnxruntime's dynamic quantization (with DynamicQuantizeLinear
+#: before them, which stays a kernel of its own: it scans the activation for its range at run time).
+_QLINEAR = {"QLinearConv": ("Conv", 0, 3), "QLinearMatMul": ("MatMul", 0, 3),
+            "ConvInteger": ("Conv", 0, 1), "MatMulInteger": ("MatMul", 0, 1)}
 
 
 def fusion_rule(runtime: str) -> FusionRule:
@@ -118,7 +122,8 @@ class _Graph:
             constants_to_initializers(model)
         concrete = resolve_input_shapes(model, shapes)
         inferred = infer_shapes(model, concrete)
-        self.shapes = value_shapes(inferred)
+        # exporters write unresolved dims as -1 (paddle2onnx outputs, e.g. (-1, 2)): those are unknown
+        self.shapes = {k: v for k, v in value_shapes(inferred).items() if all(d >= 0 for d in v)}
         self.dtypes = value_dtypes(inferred)
         self.inits = {t.name for t in model.graph.initializer}
         self.alias: dict[str, str] = {}
@@ -142,6 +147,8 @@ class _Graph:
 
     def _is_data(self, node: onnx.NodeProto) -> bool:
         """False for shape arithmetic (int64 outputs), which runtimes constant-fold or run for free."""
+        if node.op_type in _QLINEAR:  # int32 accumulators, but real work
+            return True
         t = self.dtypes.get(node.output[0]) if node.output else None
         return t is None or t in _FLOAT_TYPES
 
@@ -190,7 +197,7 @@ def extract_kernels(model: onnx.ModelProto, runtime: str, shapes: Shapes | None 
             continue
         covered = [node]
         op, x_idx, w_idx = _QLINEAR.get(node.op_type, (node.op_type, 0, 1))
-        is_q = node.op_type in _QLINEAR or (
+        is_q = node.op_type in _QLINEAR or node.op_type == "DynamicQuantizeLSTM" or (
             bool(node.input) and g.resolve(node.input[0]) in g.quantized
         )
         dtype = "int8" if is_q else "fp32"
@@ -251,22 +258,81 @@ def _absorb_eltwise_followers(g, rule, node, covered, fused) -> str:
 def _make_kernel(g, node, op, x_idx, w_idx, dtype, fused, out, covered) -> Kernel:
     names = tuple(n.name or n.output[0] for n in covered)
     out_shape = g.shape(out) or g.shape(node.output[0]) or ()
+    if op in RNN_OPS and len(node.input) > 2 and g.is_const(node.input[1]) and g.is_const(node.input[2]):
+        return _rnn_kernel(g, node, op, dtype, names, out_shape)
     if op in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(node.input) > w_idx and g.is_const(node.input[w_idx]):
         x = g.shape(node.input[x_idx]) or ()
         w = g.shape(node.input[w_idx])
         if op in ("Conv", "ConvTranspose"):
             k = tuple(_attr(node, "kernel_shape", None) or (w[2:] if w else ()))
             strides = _attr(node, "strides", None) or [1]
-            return Kernel(op, (x,), out_shape, w, k, max(strides), int(_attr(node, "group", 1)), dtype,
-                          tuple(fused), names)
-        if op == "Gemm" and _attr(node, "transB", 0) and w is not None:
-            w = (w[1], w[0])  # store (K, N) whatever the layout, so equal layers share one key
-        return Kernel(op, (x,), out_shape, w, None, 1, 1, dtype, tuple(fused), names)
-    inputs = tuple(g.shape(i) or () for i in node.input if i and not g.is_const(i))
-    kernel = stride = None
-    if op in ("MaxPool", "AveragePool"):
-        kernel = tuple(_attr(node, "kernel_shape", ()))
-        stride = max(_attr(node, "strides", None) or [1])
-    if kernel is not None:
-        return Kernel(op, inputs, out_shape, None, kernel, stride, 1, dtype, tuple(fused), names)
-    return Kernel(op, inputs, out_shape, None, None, 1, 1, dtype, tuple(fused), names)
+            groups = int(_attr(node, "group", 1))
+            out_shape = out_shape or _conv_out_shape(node, op, x, w, k, strides)
+            kern = Kernel(op, (x,), out_shape, w, k, max(strides), groups, dtype, tuple(fused), names)
+        else:
+            if op == "Gemm" and _attr(node, "transB", 0) and w is not None:
+                w = (w[1], w[0])  # store (K, N) whatever the layout, so equal layers share one key
+            if w is not None and len(w) == 2 and x and x[-1] != w[0] and numel(x) % max(w[0], 1) == 0:
+                x = (numel(x) // max(w[0], 1), w[0])  # an unresolved Reshape/Flatten in front: rows x K
+            if not out_shape and w is not None and x:
+                out_shape = (*x[:-1], w[-1])
+            kern = Kernel(op, (x,), out_shape, w, None, 1, 1, dtype, tuple(fused), names)
+    else:
+        inputs = tuple(g.shape(i) or () for i in node.input if i and not g.is_const(i))
+        known = next((s for s in inputs if s), ())
+        if not out_shape and op not in ("MaxPool", "AveragePool", "Concat") and op not in _GPOOL_OUT:
+            out_shape = known  # elementwise-shaped ops keep their input's shape
+        elif not out_shape and op in _GPOOL_OUT and len(known) > 2:
+            out_shape = (*known[:2], *([1] * (len(known) - 2)))
+        inputs = tuple(s or out_shape for s in inputs)
+        kernel = stride = None
+        if op in ("MaxPool", "AveragePool"):
+            kernel = tuple(_attr(node, "kernel_shape", ()))
+            stride = max(_attr(node, "strides", None) or [1])
+        if kernel is not None:
+            kern = Kernel(op, inputs, out_shape, None, kernel, stride, 1, dtype, tuple(fused), names)
+        else:
+            kern = Kernel(op, inputs, out_shape, None, None, 1, 1, dtype, tuple(fused), names)
+    if kern.output:  # what this kernel worked out is what the next one reads, if inference left it blank
+        for name in (out, node.output[0]):
+            g.shapes.setdefault(name, kern.output)
+    return kern
+
+
+_GPOOL_OUT = {"GlobalAveragePool", "GlobalMaxPool"}
+_GATES = {"LSTM": 4, "DynamicQuantizeLSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def _rnn_kernel(g, node, op, dtype, names, out_shape) -> Kernel:
+    """A recurrent layer as one kernel whose weight is (directions, gates x hidden, input + hidden):
+    every time step multiplies the input and the previous hidden state by W and R."""
+    x = g.shape(node.input[0]) or ()
+    w = g.shape(node.input[1]) or ()
+    hidden = int(_attr(node, "hidden_size", 0)) or (w[-1] // _GATES[op] if op == "DynamicQuantizeLSTM" and w else
+                                                    (w[1] // _GATES[op] if len(w) > 1 else 0))
+    dirs = w[0] if w else 1
+    width = (x[-1] if x else 0) + hidden
+    if not out_shape and len(x) == 3:
+        out_shape = (x[0], dirs, x[1], hidden)
+    return Kernel(op, (x,), out_shape, (dirs, _GATES[op] * hidden, width), None, 1, 1, dtype, (), names)
+
+
+def _conv_out_shape(node, op, x, w, k, strides) -> tuple[int, ...]:
+    """A conv's output shape from its input, weight and attributes, for when shape inference gave none."""
+    if len(x) < 3 or not w or len(k) != len(x) - 2:
+        return ()
+    pads = list(_attr(node, "pads", None) or [0] * 2 * len(k))
+    dil = list(_attr(node, "dilations", None) or [1] * len(k))
+    strides = list(strides) + [strides[-1]] * (len(k) - len(strides))
+    auto = _attr(node, "auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    dims = []
+    for i, size in enumerate(x[2:]):
+        if op == "ConvTranspose":
+            dims.append((size - 1) * strides[i] + dil[i] * (k[i] - 1) + 1 - pads[i] - pads[i + len(k)])
+        elif auto in ("SAME_UPPER", "SAME_LOWER"):
+            dims.append(-(-size // strides[i]))
+        else:
+            dims.append((size + pads[i] + pads[i + len(k)] - dil[i] * (k[i] - 1) - 1) // strides[i] + 1)
+    c_out = w[0] if op == "Conv" else w[1] * int(_attr(node, "group", 1))
+    return (x[0], c_out, *dims) if all(d > 0 for d in dims) else ()

@@ -14,8 +14,10 @@ from math import log1p, prod
 
 Shape = tuple[int, ...]
 
+#: recurrent layers: a kernel's `weight` is (directions, gates x hidden, input + hidden), W and R side by side
+RNN_OPS = ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
 #: ops whose cost is dominated by a matrix product (compute-bound when large)
-MATRIX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+MATRIX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", *RNN_OPS)
 #: op families the predictor one-hot encodes; anything else is "other"
 FAMILIES = ("conv", "dwconv", "pwconv", "gemm", "pool", "gpool", "eltwise", "act", "concat", "norm", "move", "other")
 
@@ -36,6 +38,14 @@ DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 def fmt_shape(shape: Shape | None) -> str:
     return "x".join(str(d) for d in shape) if shape else "?"
+
+
+def numel(shape: Shape | None) -> int:
+    """Element count; 0 for an unknown shape or one holding a negative (unresolved, e.g. -1) dim,
+    so a shape the exporter left symbolic can never turn into negative FLOPs or bytes."""
+    if not shape or any(d < 0 for d in shape):
+        return 0
+    return prod(shape)
 
 
 @dataclass(frozen=True)
@@ -83,8 +93,8 @@ class Kernel:
             if self.kernel is not None and prod(self.kernel) == 1:
                 return "pwconv"
             return "conv"
-        if op in ("Gemm", "MatMul"):
-            return "gemm"
+        if op in ("Gemm", "MatMul") or op in RNN_OPS:
+            return "gemm"  # a recurrent layer is one small matrix product per time step
         if op in _POOLS:
             return "pool"
         if op in _GPOOLS:
@@ -104,52 +114,73 @@ class Kernel:
     @cached_property
     def macs(self) -> int:
         """Multiply-accumulates of the anchor op; elementwise work is counted as one op per output element."""
-        out = prod(self.output) if self.output else 0
+        out = numel(self.output)
         if self.op in ("Conv",) and self.weight is not None:
-            return out * prod(self.weight[1:])
+            return out * numel(self.weight[1:])
         if self.op == "ConvTranspose" and self.weight is not None and self.inputs:
-            return prod(self.inputs[0]) * prod(self.weight[1:])
-        if self.op in ("Gemm", "MatMul") and self.inputs:
-            return out * self.inputs[0][-1]  # A's last dim is the reduction length (transA is normalized away)
+            return numel(self.inputs[0]) * numel(self.weight[1:])
+        if self.op in ("Gemm", "MatMul") and self.inputs and self.inputs[0]:
+            return out * max(self.inputs[0][-1], 0)  # A's last dim is the reduction length (transA is normalized away)
+        if self.op in RNN_OPS and self.weight is not None and self.inputs:
+            return numel(self.inputs[0][:-1]) * numel(self.weight)  # steps x batch x (W + R) per step
         if self.op in _POOLS and self.kernel is not None:
-            return out * prod(self.kernel)
-        return max(out, max((prod(s) for s in self.inputs), default=0))
+            return out * numel(self.kernel)
+        return max(out, max((numel(s) for s in self.inputs), default=0))
 
     @cached_property
     def flops(self) -> float:
         """2 per MAC for matrix ops, plus one op per output element for every fused elementwise op."""
         base = 2.0 * self.macs if self.op in MATRIX_OPS else float(self.macs)
-        return base + len(self.fused) * float(prod(self.output) if self.output else 0)
+        return base + len(self.fused) * float(numel(self.output))
 
     @cached_property
     def bytes_moved(self) -> float:
         """Activation reads + writes + weight reads, at the kernel's element size."""
         size = DTYPE_BYTES.get(self.dtype, 4)
-        act = sum(prod(s) for s in self.inputs) + (prod(self.output) if self.output else 0)
+        act = sum(numel(s) for s in self.inputs) + numel(self.output)
         if "Add" in self.fused:
-            act += prod(self.output)
-        w = prod(self.weight) if self.weight is not None else 0
-        return float(size * (act + w))
+            act += numel(self.output)
+        return float(size * (act + numel(self.weight)))
 
     @cached_property
     def io_bytes(self) -> float:
         """Activation bytes in and out: what an isolated measurement pays to copy or re-layout."""
-        return float(DTYPE_BYTES.get(self.dtype, 4) * (sum(prod(s) for s in self.inputs) + prod(self.output or (0,))))
+        return float(DTYPE_BYTES.get(self.dtype, 4) * (sum(numel(s) for s in self.inputs) + numel(self.output)))
 
     def features(self) -> list[float]:
-        """Numeric features for the learned predictor (log scales: costs span five decades)."""
+        """Numeric features for the learned predictor (log scales: costs span five decades).
+
+        Total for any shape: unknown or negative dims count as 0 (never a math domain error)."""
         x = self.inputs[0] if self.inputs else ()
-        c_in = x[1] if len(x) > 1 else 1
-        spatial = prod(x[2:]) if len(x) > 2 else 1
-        c_out = self.output[1] if len(self.output) > 1 else 1
-        k = prod(self.kernel) if self.kernel else 1
+        c_in = max(x[1], 0) if len(x) > 1 else 1
+        spatial = numel(x[2:]) if len(x) > 2 else 1
+        c_out = max(self.output[1], 0) if len(self.output) > 1 else 1
+        k = numel(self.kernel) if self.kernel else 1
         onehot = [1.0 if self.family == f else 0.0 for f in FAMILIES]
         return [
-            log1p(self.flops), log1p(self.bytes_moved), log1p(prod(self.weight) if self.weight else 0),
-            log1p(c_in), log1p(c_out), log1p(spatial), float(k), float(self.stride),
-            log1p(self.groups), 1.0 if self.dtype == "int8" else 0.0, float(len(self.fused)),
+            log1p(self.flops), log1p(self.bytes_moved), log1p(numel(self.weight)),
+            log1p(c_in), log1p(c_out), log1p(spatial), float(k), float(max(self.stride, 1)),
+            log1p(max(self.groups, 1)), 1.0 if self.dtype == "int8" else 0.0, float(len(self.fused)),
             1.0 if "Add" in self.fused else 0.0, float(len(self.inputs)), *onehot,
+            # vector-width fit (AVX-512 holds 16 floats; blocked layouts pad channels to 8/16) and
+            # arithmetic intensity (FLOPs per byte: which side of the roofline the kernel sits on)
+            float(c_in % 16 == 0), float(c_out % 16 == 0), float(c_out % 8 == 0),
+            log1p(self.flops) - log1p(self.bytes_moved),
         ]
+
+    def rnn_parts(self) -> list[tuple[Kernel, int]]:
+        """A recurrent layer as the matrix products a CPU runtime runs, with their counts: per direction
+        one input projection over all steps (a large GEMM) and one small recurrent product per step.
+        Pricing those with the table's GEMM data beats treating the layer as a single product."""
+        x = self.inputs[0] if self.inputs else ()
+        if self.op not in RNN_OPS or self.weight is None or len(x) != 3:
+            return []
+        dirs, gates_h, width = self.weight
+        steps, batch, n_in = x
+        hidden = width - n_in
+        proj = Kernel("Gemm", ((steps * batch, n_in),), (steps * batch, gates_h), (n_in, gates_h), dtype=self.dtype)
+        step = Kernel("Gemm", ((batch, hidden),), (batch, gates_h), (hidden, gates_h), dtype=self.dtype)
+        return [(proj, dirs), (step, dirs * steps)]
 
     def to_dict(self) -> dict:
         """The fields a table entry stores next to its milliseconds (enough to rebuild the Kernel)."""

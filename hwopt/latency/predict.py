@@ -112,6 +112,15 @@ def kernel_estimates(kernels: Sequence[Kernel], dev: DeviceProfile, table: Laten
             ms[i], src[i] = table.entries[k.key], "table"
         else:
             todo.append(i)
+    rnn = [i for i in todo if kernels[i].rnn_parts()]
+    if rnn:  # recurrent layers: the sum of their matrix products, each priced like any GEMM
+        todo = [i for i in todo if i not in set(rnn)]
+        for i in rnn:
+            parts = kernels[i].rnn_parts()
+            part_ms, part_src = kernel_estimates([k for k, _ in parts], dev, table)
+            ms[i] = float(sum(t * n for t, (_, n) in zip(part_ms, parts)))
+            src[i] = part_src[0]
+            _MEMO[(id(table), kernels[i].key)] = (float(ms[i]), src[i])
     if todo:
         pred = _predictor(table) if table.method == "measured" else None
         learn = [i for i in todo if pred is not None and pred.covers(kernels[i])]

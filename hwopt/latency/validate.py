@@ -29,18 +29,31 @@ def error_summary(predicted: Sequence[float], measured: Sequence[float]) -> dict
     return out
 
 
-def validate_models(models: Sequence[str | os.PathLike], target: str, runtime: str, *, shapes: Shapes | None = None,
-                    table: str | os.PathLike | None = None) -> dict:
-    """Predict each model, and measure them all here round-robin with the table's thread count."""
+def _shapes_per_model(models: Sequence, shapes: Shapes) -> list[Shapes]:
+    """Each model gets the --shape entries naming its own inputs (models in one run differ: `x`, `images`...);
+    a name no model has is a typo and a clear error."""
+    names = [{i.name for i in m.graph.input} for m in models]
+    stray = set(shapes) - set().union(*names)
+    if stray:
+        raise HwoptError(f"--shape names input(s) {sorted(stray)} that none of the models has")
+    return [{k: v for k, v in shapes.items() if k in own} for own in names]
+
+
+def validate_models(models: Sequence[str | os.PathLike], target: str, runtime: str, *,
+                    shapes: Shapes | list[Shapes] | None = None, table: str | os.PathLike | None = None) -> dict:
+    """Predict each model, and measure them all here round-robin with the table's thread count.
+
+    `shapes`: one mapping whose entries go to the models having those inputs, or one per model."""
     dev = load_device(target)
     if not dev.present_here:
         raise HwoptError(f"--validate measures here, but target {dev.name} is not present here")
     _, tab = resolve_table(dev, runtime, table)
     loaded = [load_model(path) for path in models]
-    measured = measure_interleaved(loaded, runtime, threads=tab.threads or 1, shapes=shapes)
+    per_model = shapes if isinstance(shapes, list) else _shapes_per_model(loaded, shapes or {})
+    measured = measure_interleaved(loaded, runtime, threads=tab.threads or 1, shapes=per_model)
     rows = []
-    for path, model, meas in zip(models, loaded, measured):
-        pred = predict_latency(model, dev, runtime, shapes, table=table)
+    for path, model, meas, own in zip(models, loaded, measured, per_model):
+        pred = predict_latency(model, dev, runtime, own, table=table)
         rows.append({"model": str(path), "predicted_ms": pred.latency_ms, "measured_ms": meas,
                      "rel_error": pred.latency_ms / meas - 1, "sources": pred.sources})
     return {"target": dev.name, "runtime": runtime, "threads": tab.threads, "measured_on": host_device(),

@@ -21,12 +21,14 @@ import numpy as np
 from hwopt.devices import DeviceProfile, load_device
 from hwopt.errors import HwoptError
 from hwopt.graph.load import atomic_write_text
-from hwopt.nas.evolution import EvolutionSettings, spread_sample, check_budget, evolve, latency_range
+from hwopt.nas.evolution import EvolutionResult, EvolutionSettings, check_budget, evolve, latency_range, spread_sample
 from hwopt.nas.genes import AdditiveLatency, sizes
-from hwopt.nas.latency_cache import cache_dir, cached_latency_model
+from hwopt.nas.latency_cache import cached_latency_model
 from hwopt.nas.plot import pareto_plot
-from hwopt.nas.predictor import MeasurementCache, PredictorQuality, fit_predictor, measure_subnets
+from hwopt.nas.predictor import PredictorQuality, fit_predictor, measure_subnets, measurement_cache
+from hwopt.nas.refine import Candidate, onnx_timer, refine
 from hwopt.nas.subnets import SubnetProblem, problem_for
+from hwopt.nas.timers import make_timer
 
 PathLike = str | os.PathLike
 Progress = Callable[[str], None]
@@ -46,6 +48,10 @@ class SearchResult:
     onnx: str
     search_seconds: float
     evaluated: int
+    measured_latency_ms: float | None = None  # whole subnet, 1 thread, when the target is this machine
+    refine_seconds: float = 0.0
+    search_rounds: int = 1  # >1: the budget was bias-corrected after measuring the candidates
+    candidates: list[dict] = field(default_factory=list)  # the measured top candidates
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -121,6 +127,7 @@ def search(
     finetune_epochs: int = 0,
     finetune_data: PathLike | None = None,
     finetune_lr: float = 1e-3,
+    refine_top: int = 5,
     progress: Progress | None = None,
 ) -> SearchReport:
     """Search `model` (an ONNX file: its pruning/depth/resolution space) or a registered `supernet`.
@@ -130,6 +137,9 @@ def search(
     target's achievable latency range is refused with that range. `finetune_epochs` > 0 first
     fine-tunes all subnets of an ONNX model's space together on `finetune_data` (sandwich rule,
     KD from the original; see `hwopt.nas.finetune`), so subnets are judged with trained weights.
+    `refine_top` > 0 measures that many top candidates per budget (real accuracy, and real latency
+    when the target is this machine) and keeps the best one that meets the budget
+    (`hwopt.nas.refine`); 0 keeps the predictors' favourite.
     """
     say = progress or (lambda msg: None)
     if (model is None) == (supernet is None):
@@ -169,7 +179,7 @@ def search(
     say(f"measuring {n_subnets} subnets for the accuracy predictor")
     sample = sample_subnets(problem.space, n_subnets, seed)
     configs = [problem.space.decode(r) for r in sample]
-    cache = MeasurementCache(cache_dir() / f"measurements-{problem.cache_tag}.json", tag=problem.cache_tag)
+    cache = measurement_cache(problem.cache_tag)
     acc = measure_subnets(configs, problem.accuracy, cache)
     pred, quality = fit_predictor(problem.space.features(sample), acc, kind=predictor, seed=seed)
     say(f"predictor held-out spearman {quality.spearman:.3f}, rmse {quality.rmse:.3f}")
@@ -177,31 +187,53 @@ def search(
     def predict(pop: np.ndarray) -> np.ndarray:
         return pred.predict(problem.space.features(pop))
 
+    def measured_accuracy(cfg: dict) -> float:
+        hit = cache.get(cfg)
+        if hit is None:
+            hit = problem.accuracy(cfg)
+            cache.put(cfg, hit)
+        return hit
+
     results: list[SearchResult] = []
     artifacts: list[str] = []
     for dev in devices:
         lat = lat_models[dev.name]
+        measure_ms = None
+        if refine_top > 0 and lat.provenance.get("latency_source") == "measured":
+            measure_ms = onnx_timer(problem.export, make_timer(dev, lat.runtime, "measured"))
         for b in all_budgets:
-            res = evolve(genes, predict, lat, b, settings, problem.space.canonical)
-            cfg = problem.space.decode(res.best)
+            def run(budget: float) -> EvolutionResult:
+                return evolve(genes, predict, lat, budget, settings, problem.space.canonical)
+
+            res = run(b)
+            t0 = time.perf_counter()
+            if refine_top > 0:
+                ref = refine(res, decode=problem.space.decode, latency=lat, budget_ms=b, accuracy=measured_accuracy,
+                             measure_ms=measure_ms, rerun=run, top_k=refine_top, floor_ms=ranges[dev.name][0])
+                chosen, rounds, measured_cands = ref.chosen, ref.rounds, [c.to_dict() for c in ref.candidates]
+            else:
+                chosen, rounds, measured_cands = Candidate(problem.space.decode(res.best), res.latency_ms, res.accuracy), 1, []
+                chosen.accuracy = measured_accuracy(chosen.config)
+            refine_s = time.perf_counter() - t0
+            cfg = chosen.config
             stem = f"{dev.name}_{b:g}ms"
             onnx_path = problem.export(cfg, out / f"{stem}.onnx")
-            measured = cache.get(cfg)
-            if measured is None:
-                measured = problem.accuracy(cfg)
-                cache.put(cfg, measured)
-            doc = {"target": dev.name, "runtime": lat.runtime, "budget_ms": b, "predicted_latency_ms": res.latency_ms,
-                   "predicted_accuracy": res.accuracy, "accuracy": measured, "source": problem.source, "config": cfg}
+            doc = {"target": dev.name, "runtime": lat.runtime, "budget_ms": b, "predicted_latency_ms": chosen.predicted_ms,
+                   "measured_latency_ms": chosen.measured_ms, "predicted_accuracy": chosen.predicted_accuracy,
+                   "accuracy": chosen.accuracy, "source": problem.source, "config": cfg}
             atomic_write_text(readable_json(doc), out / f"{stem}.json")
             artifacts += [f"{stem}.json", onnx_path.name]
-            results.append(SearchResult(dev.name, lat.runtime, b, res.latency_ms, lat.provenance.get("latency_source", ""),
-                                        res.accuracy, measured, cfg, f"{stem}.json", onnx_path.name, res.seconds, res.evaluated))
-            say(f"{dev.name} {b:g} ms: predicted {res.latency_ms:.3f} ms, accuracy {measured:.2f}% ({res.seconds:.1f} s)")
+            results.append(SearchResult(dev.name, lat.runtime, b, chosen.predicted_ms, lat.provenance.get("latency_source", ""),
+                                        chosen.predicted_accuracy, chosen.accuracy, cfg, f"{stem}.json", onnx_path.name,
+                                        res.seconds, res.evaluated, chosen.measured_ms, refine_s, rounds, measured_cands))
+            meas = f", measured {chosen.measured_ms:.3f} ms" if chosen.measured_ms is not None else ""
+            say(f"{dev.name} {b:g} ms: predicted {chosen.predicted_ms:.3f} ms{meas}, accuracy {chosen.accuracy:.2f}% "
+                f"(search {res.seconds:.1f} s, refine {refine_s:.1f} s)")
     cache.save()
     plot = pareto_plot({d: lat_models[d](sample) for d in lat_models}, acc, results, out / "pareto.png", problem.metric)
     artifacts.append(plot.name)
     report = SearchReport(problem.source, problem.metric, quality, ranges, results, artifacts,
-                          {**vars(settings), "n_subnets": len(sample), "predictor": predictor, "finetune": finetune, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+                          {**vars(settings), "n_subnets": len(sample), "predictor": predictor, "refine_top": refine_top, "finetune": finetune, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     atomic_write_text(json.dumps(report.to_dict(), indent=2) + "\n", out / "search.json")
     report.artifacts.append("search.json")
     return report

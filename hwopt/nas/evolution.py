@@ -46,6 +46,23 @@ class EvolutionResult:
     seconds: float
     history: list[float] = field(default_factory=list)  # best predicted accuracy per generation
     evaluated: int = 0  # subnets scored by the predictor
+    population: np.ndarray | None = None  # final population (all within budget), for refinement
+    scores: np.ndarray | None = None  # its predicted accuracy
+
+    def top(self, k: int) -> np.ndarray:
+        """The `k` best distinct rows of the final population, best predicted accuracy first."""
+        if self.population is None:
+            return self.best[None]
+        order = np.argsort(-self.scores, kind="stable")
+        rows, seen = [], set()
+        for i in order:
+            key = self.population[i].tobytes()
+            if key not in seen:
+                seen.add(key)
+                rows.append(self.population[i])
+            if len(rows) == k:
+                break
+        return np.stack(rows)
 
 
 def latency_range(genes: list[Gene], latency: Scorer, seed: int = 0) -> tuple[float, float]:
@@ -179,4 +196,6 @@ def _evolve(
         seconds=time.perf_counter() - t0,
         history=history,
         evaluated=evaluated,
+        population=pop,
+        scores=acc,
     )

@@ -288,8 +288,10 @@ def largest_config(spec: OFASpec) -> Config:
     return {"resolution": max(spec.resolutions), "stages": [{"kernel": [k] * d, "expand": [e] * d} for _ in spec.widths]}
 
 
-def smallest_config(spec: OFASpec) -> Config:
-    d, k, e = min(spec.depths), min(spec.kernels), min(spec.expands)
+def smallest_config(spec: OFASpec, *, kernels: tuple[int, ...] | None = None, expands: tuple[int, ...] | None = None,
+                    depths: tuple[int, ...] | None = None) -> Config:
+    """The cheapest subnet over the given (default: all) choices; a shrinking phase passes its own."""
+    d, k, e = min(depths or spec.depths), min(kernels or spec.kernels), min(expands or spec.expands)
     return {"resolution": min(spec.resolutions), "stages": [{"kernel": [k] * d, "expand": [e] * d} for _ in spec.widths]}
 
 
@@ -375,15 +377,25 @@ def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
 
 @dataclass
 class TrainSchedule:
-    """Epochs per progressive-shrinking phase and the per-step subnet sampling."""
+    """Epochs per progressive-shrinking phase and the per-step subnet sampling.
 
-    full: int = 5
-    kernel: int = 2
-    depth: int = 2
-    expand: int = 3
-    subnets_per_step: int = 2
+    The defaults are what the bundled digits supernet was trained with: a long `full` phase (a
+    weak largest subnet is a weak teacher for every other one), then shorter shrinking phases at a
+    lower learning rate (`shrink_lr`, as OFA does) so the shared weights are adapted, not relearnt.
+    With `sandwich` each shrinking step also trains the smallest subnet of the phase (BigNAS's
+    sandwich rule): the cheap end of the space, where tight budgets land, gets a gradient every
+    step instead of only when a random draw happens to be small.
+    """
+
+    full: int = 25
+    kernel: int = 5
+    depth: int = 5
+    expand: int = 10
+    subnets_per_step: int = 1
+    sandwich: bool = True
     batch_size: int = 64
     lr: float = 3e-3
+    shrink_lr: float = 1e-3
     phases: list[str] = field(default_factory=lambda: ["full", "kernel", "depth", "expand"])
 
 
@@ -408,9 +420,10 @@ def train_supernet(
 ) -> OFAMobileNetV3:
     """Train a supernet with progressive shrinking and in-place distillation.
 
-    Each step trains the largest subnet on the labels and `subnets_per_step` random subnets of the
-    current phase on the largest one's soft predictions (in-place distillation), so small subnets
-    learn from the best teacher available without a separately trained one.
+    Each step trains the largest subnet on the labels and, in the shrinking phases, the phase's
+    smallest subnet (with `schedule.sandwich`) plus `subnets_per_step` random subnets of the phase on
+    the largest one's soft predictions (in-place distillation), so small subnets learn from the best
+    teacher available without a separately trained one.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -422,7 +435,8 @@ def train_supernet(
         if phase == "expand":
             net.sort_channels()
         choices = None if phase == "full" else _phase_choices(spec, phase)
-        opt = torch.optim.AdamW(net.parameters(), lr=schedule.lr, weight_decay=1e-4)
+        lr = schedule.lr if choices is None else schedule.shrink_lr
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
         steps = epochs * int(np.ceil(len(x_all) / schedule.batch_size))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
         net.train()
@@ -437,8 +451,9 @@ def train_supernet(
                 loss = F.cross_entropy(logits, y)
                 if choices is not None:
                     soft = F.softmax(logits.detach(), 1)
-                    for _ in range(schedule.subnets_per_step):
-                        cfg = random_config(spec, rng, **choices)
+                    students = [smallest_config(spec, **choices)] if schedule.sandwich else []
+                    students += [random_config(spec, rng, **choices) for _ in range(schedule.subnets_per_step)]
+                    for cfg in students:
                         sub = net(resize(x, cfg["resolution"]), cfg)
                         loss = loss + F.kl_div(F.log_softmax(sub, 1), soft, reduction="batchmean")
                 loss.backward()

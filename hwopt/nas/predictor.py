@@ -55,6 +55,18 @@ class MeasurementCache:
             atomic_write_text(json.dumps({"tag": self.tag, "items": self.items}, sort_keys=True), self.path)
 
 
+def measurement_cache(problem_tag: str) -> MeasurementCache:
+    """The on-disk accuracy cache of one problem (weights + eval data), for this hwopt version.
+
+    Measured accuracy depends on hwopt's own extraction and BatchNorm recalibration code, so a
+    cache written by another version is ignored rather than trusted.
+    """
+    import hwopt
+    from hwopt.nas.latency_cache import cache_dir
+
+    return MeasurementCache(cache_dir() / f"measurements-{problem_tag}.json", tag=f"{problem_tag}@hwopt-{hwopt.__version__}")
+
+
 def measure_subnets(
     configs: list[dict], measure: Callable[[dict], float], cache: MeasurementCache, progress: Callable[[int, int], None] | None = None
 ) -> np.ndarray:

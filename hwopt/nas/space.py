@@ -93,6 +93,36 @@ def skip_blocks(model: onnx.ModelProto, blocks: Sequence[tuple[str, str, list[st
     return out
 
 
+_WINDOWED = ("Conv", "MaxPool", "AveragePool", "LpPool")
+
+
+def windows_fit(model: onnx.ModelProto) -> bool:
+    """True when every conv/pool window fits inside its (padded) input at the model's fixed sizes.
+
+    onnxruntime runs a MaxPool whose 2x2 window overhangs a 1-pixel-high input (PP-OCR's
+    classifier at 32 px height) and still returns the right output shape, but OpenVINO refuses to
+    load such a model; a resolution choice that only one runtime accepts is not a real choice.
+    Windows of unknown size or over unknown shapes are assumed to fit.
+    """
+    shapes = value_shapes(infer_shapes(model))
+    for node in model.graph.node:
+        if node.op_type not in _WINDOWED or not node.input:
+            continue
+        x = shapes.get(node.input[0])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        kernel = attrs.get("kernel_shape")
+        if kernel is None and node.op_type.startswith("Conv") and len(node.input) > 1:
+            kernel = shapes.get(node.input[1], ())[2:]
+        if not x or not kernel or len(x) != len(kernel) + 2 or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        rank = len(kernel)
+        pads = list(attrs.get("pads", [0] * 2 * rank))
+        dil = list(attrs.get("dilations", [1] * rank))
+        if any(x[2 + i] + pads[i] + pads[i + rank] < (kernel[i] - 1) * dil[i] + 1 for i in range(rank)):
+            return False
+    return True
+
+
 class OnnxSpace:
     """Genes: resolution (first), one width per prunable group, one keep/skip per residual block."""
 
@@ -134,7 +164,7 @@ class OnnxSpace:
                 continue
             shapes = [o.shape for o in out]
             ref_out = ref_out or shapes
-            if shapes == ref_out and hw not in ok:
+            if shapes == ref_out and hw not in ok and windows_fit(m):
                 ok.append(hw)
         return sorted(ok)
 
@@ -206,27 +236,40 @@ class OnnxSpace:
         return m
 
     def latency_model(self, timer, *, target: str, runtime: str, provenance: dict | None = None) -> AdditiveLatency:
-        """Multiplicative model from one-gene-at-a-time variants timed at each resolution.
+        """Multiplicative model: the full model timed at each resolution, times one factor per gene choice.
 
-        Each gene choice scales the full model's time by the factor it alone achieves; factors
-        multiply (log-space lookup-sum). That captures a conv shrunk on both sides (a*b) better
-        than adding savings, but still ignores other interactions: check a chosen model with
-        `hwopt predict` / `hwopt bench`.
+        Each width/skip choice scales the time by the factor it alone achieves at the full
+        resolution; factors multiply (log-space lookup-sum). That captures a conv shrunk on both
+        sides (a*b) better than adding savings, and needs one timing per choice rather than one per
+        choice and resolution (a real model's space has ~60 choices); it ignores interactions, which
+        the search corrects by measuring its top candidates when the target is this machine.
         """
         full_row = np.array([g.n - 1 for g in self.genes], dtype=np.int64)
         base = np.zeros(len(self.res))
-        tables = {i: np.zeros((len(self.res), g.n)) for i, g in enumerate(self.genes) if i > 0 and g.n > 1}
         for r in range(len(self.res)):
             row = full_row.copy()
             row[0] = r
-            base[r] = max(timer(self.extract(self.decode(row))), 1e-6)
-            for i, table in tables.items():
-                for c in range(self.genes[i].n - 1):
-                    var = row.copy()
-                    var[i] = c
-                    table[r, c] = np.log(max(timer(self.extract(self.decode(var))) / base[r], 0.05))
-        terms = [Term((0,), np.log(base), "full model")] + [Term((0, i), t, self.genes[i].name) for i, t in tables.items()]
+            base[r] = max(self._time(timer, row), 1e-6)
+        full_ms = base[-1]
+        terms = [Term((0,), np.log(base), "full model")]
+        for i, g in enumerate(self.genes):
+            if i == 0 or g.n < 2:
+                continue
+            table = np.zeros(g.n)
+            for c in range(g.n - 1):
+                var = full_row.copy()
+                var[i] = c
+                table[c] = np.log(max(self._time(timer, var) / full_ms, 0.05))
+            terms.append(Term((i,), table, g.name))
         return AdditiveLatency(target, runtime, timer.overhead_ms(), terms, provenance or {}, log_space=True)
+
+    def _time(self, timer, row: np.ndarray) -> float:
+        """Block-time of one subnet; a subnet the target runtime cannot run is a clear error naming it."""
+        config = self.decode(row)
+        try:
+            return timer(self.extract(config))
+        except HwoptError as exc:
+            raise HwoptError(f"subnet {config} does not run on {timer.runtime}: {exc}") from None
 
 
 class OnnxProblem:

@@ -47,6 +47,12 @@ class PredictedTimer:
         self.overhead_ms()
         return {"latency_source": self.source, **{k: v for k, v in (self._probe or {}).items() if k != "overhead_ms"}}
 
+    def cache_key(self) -> dict:
+        """What predicted block times depend on: the device's latency table (name, method, date, the
+        runtime version it was measured with), not this machine."""
+        prov = self.provenance()
+        return {"source": self.source, "predictor": {k: v for k, v in prov.items() if k not in ("latency_source", "sources")}}
+
 
 class MeasuredTimer:
     """Block ms measured here on `runtime` (1 thread, median of `runs`), minus the empty-model time."""
@@ -62,24 +68,35 @@ class MeasuredTimer:
             raise HwoptError(f"runtime {runtime} is not available here")
         self._overhead: float | None = None
 
-    def _time(self, model: onnx.ModelProto) -> float:
+    def model_ms(self, model: onnx.ModelProto) -> float:
+        """Whole-model median ms (overhead included): what a deployed subnet is compared with.
+
+        At most `runs` timed calls, fewer for slow models (about 0.2 s of timing, at least 10 calls):
+        a 50 ms real model does not need 100 calls for a stable median, and a space has ~100 variants.
+        """
         session = self.rt.session(model, threads=1)
         feeds = random_inputs(model, resolve_input_shapes(model))
-        return float(np.median(time_session(session, feeds, warmup=self.warmup, runs=self.runs)))
+        probe = float(np.median(time_session(session, feeds, warmup=2, runs=3)))
+        runs = int(min(self.runs, max(10, 200.0 / max(probe, 1e-3))))
+        return float(np.median(time_session(session, feeds, warmup=self.warmup, runs=runs)))
 
     def overhead_ms(self) -> float:
         if self._overhead is None:
-            self._overhead = self._time(_identity_model())
+            self._overhead = self.model_ms(_identity_model())
         return self._overhead
 
     def __call__(self, model: onnx.ModelProto) -> float:
-        return max(self._time(model) - self.overhead_ms(), 0.0)
+        return max(self.model_ms(model) - self.overhead_ms(), 0.0)
 
     def provenance(self) -> dict:
+        return {"latency_source": self.source, **{k: v for k, v in self.cache_key().items() if k != "source"}}
+
+    def cache_key(self) -> dict:
+        """What measured block times depend on: this CPU, the runtime's version, threads and runs."""
         from hwopt.runtimes.base import host_device
 
-        return {"latency_source": self.source, "measured_on": host_device(), "runtime_version": self.rt.version(),
-                "threads": 1, "runs": self.runs}
+        return {"source": self.source, "measured_on": host_device(), "runtime_version": self.rt.version(), "threads": 1,
+                "runs": self.runs}
 
 
 def _identity_model() -> onnx.ModelProto:

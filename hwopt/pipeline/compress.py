@@ -25,7 +25,7 @@ from hwopt.graph.normalize import normalize_model
 from hwopt.graph.shapes import Shapes, input_specs, random_inputs, resolve_input_shapes
 from hwopt.pipeline.artifact import Artifact, data_digest, file_digest
 from hwopt.pipeline.cache import StageCache, cache_key
-from hwopt.pipeline.guard import Verdict, choose, meets_accuracy, search_needed, search_outcome
+from hwopt.pipeline.guard import Verdict, choose, failure_warning, meets_accuracy, search_needed, search_outcome
 from hwopt.pipeline.recipe import Candidate, Recipe, is_search, load_recipe, plan_recipe, predict_recipe
 from hwopt.pipeline.report import build_report, write_reports
 from hwopt.pipeline.runner import Pipeline
@@ -143,7 +143,7 @@ def compress(
     judge = _eval_set(proto, calib_ds, eval_ds, concrete)
     reference = run_outputs(get_runtime("onnxruntime").session(proto), judge)
     ctx = StageContext(device, calib_ds, judge, data_digest(calib, eval) + ("" if (calib or eval) else str(concrete)),
-                       concrete, reference, threads, say)
+                       concrete, reference, threads, say, cache)
     original_accuracy = accuracy_metrics(reference, judge.labels, reference)["accuracy"]
     records, arts = [], {}
     met_groups: set[str] = set()
@@ -170,6 +170,9 @@ def compress(
     verdict = choose(records, base, plan.max_accuracy_drop, plan.latency_ms, prefer=lambda r: _preference(r, device))
     if not verdict.budget_met and plan.latency_ms is not None:
         verdict.reason += search_outcome(records, plan.max_accuracy_drop, plan.latency_ms)
+    verdict.warning = failure_warning(records)
+    if verdict.warning:
+        verdict.reason += f"; {verdict.warning}"
     for rec in records:
         rec["chosen"] = rec["name"] == verdict.chosen
     files = _deploy(out, arts, base["name"], verdict.chosen)

@@ -22,6 +22,8 @@ class Verdict:
     chosen: str
     budget_met: bool
     reason: str
+    #: set when candidates failed: a pick among the few that ran is not the comparison the user asked for
+    warning: str = ""
 
 
 def meets_accuracy(drop: float | None, budget: float) -> bool:
@@ -94,3 +96,21 @@ def search_outcome(records: list[dict], max_accuracy_drop: float, latency_ms: fl
     best = min((r for r in ran if r["status"] == "ok"), key=lambda r: r.get("latency_ms") or float("inf"))
     lat = "unknown latency" if best.get("latency_ms") is None else f"{best['latency_ms']:.3f} ms"
     return f"; subnet search could not meet both either (best: {best['name']}, {lat}, drop {best['accuracy_drop']:.2f})"
+
+
+def failure_warning(records: list[dict]) -> str:
+    """A loud one-line note when candidates failed ("" when none did).
+
+    "fastest candidate within the budget" reads as if every configuration was compared; when
+    most exports failed (say every LiteRT and int8 one) the result is only the best of the
+    survivors, and the reader must be told which ones are missing and why.
+    """
+    failed = [r for r in records if r.get("status") == "failed"]
+    if not failed:
+        return ""
+    judged = sum(r.get("status") == "ok" for r in records)
+    tried = sum(r.get("status") in ("ok", "failed") for r in records)
+    names = ", ".join(r["name"] for r in failed)
+    first = " ".join(str(failed[0].get("reason", "")).split())[:200]
+    return (f"WARNING: {len(failed)} of {tried} candidates tried failed, only {judged} could be judged "
+            f"(failed: {names}; first error: {first})")

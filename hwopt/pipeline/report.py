@@ -77,6 +77,7 @@ def build_report(
         if runs:
             stages.append({"stage": name, "what": what, "runs": len(runs), "cached": sum(t["cached"] for t in runs)})
     stages.append({"stage": "guard", "chosen": verdict.chosen, "budget_met": verdict.budget_met, "reason": verdict.reason,
+                   "warning": verdict.warning, "candidates": _status_counts(records),
                    "max_accuracy_drop": recipe.max_accuracy_drop, "latency_ms": recipe.latency_ms})
     stages.append({"stage": "deploy", "artifact": res["artifact"], "verification": chosen.get("verification"),
                    "layers": [] if layers is None else [
@@ -99,6 +100,14 @@ def build_report(
     }
     assert tuple(report) == REPORT_KEYS
     return report
+
+
+def _status_counts(records: list[dict]) -> dict[str, int]:
+    """How many candidates ended ok / failed / skipped / unavailable."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return counts
 
 
 def write_reports(report: dict, out: Path, verdict: Verdict) -> tuple[Path, Path]:
@@ -195,7 +204,7 @@ def render_html(report: dict, verdict: Verdict) -> str:
     tpl = Template((Path(__file__).with_name("report.html")).read_text())
     return tpl.substitute(
         target=html.escape(report["target"]),
-        verdict_class="ok" if verdict.budget_met else "warn",
+        verdict_class="ok" if verdict.budget_met and not verdict.warning else "warn",
         verdict=html.escape(verdict.reason),
         speedup=_fmt(report["speedup"]),
         accuracy_drop=_fmt(report["accuracy_drop"]),

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from hwopt.pipeline.artifact import Artifact
-from hwopt.pipeline.cache import StageCache, cache_key
+from hwopt.pipeline.cache import RESULT, StageCache, cache_key
 from hwopt.pipeline.stages import StageContext, Step
 
 
@@ -37,11 +37,12 @@ class Pipeline:
         opts = asdict(options)
         key = cache_key(step.stage, [art.digest, self.ctx.data_digest],
                         {**opts, "target": self.ctx.device.name, "threads": self.ctx.threads})
-        hits = self.cache.hits
+        # asked before the run: a stage may itself hit the cache (a shared TFLite conversion) and still run
+        cached = (self.cache.entry(step.stage, key) / RESULT).is_file()
 
         def run(work: Path) -> dict:
             return fn(art, options, self.ctx, work).to_dict(work)
 
         result, entry = self.cache.get_or_run(step.stage, key, run)
-        self.trace.append({"stage": step.stage, "options": opts, "cached": self.cache.hits > hits, "entry": entry.name})
+        self.trace.append({"stage": step.stage, "options": opts, "cached": cached, "entry": entry.name})
         return Artifact.from_dict(result, entry)

@@ -22,6 +22,7 @@ from hwopt.errors import HwoptError
 from hwopt.graph.load import load_model, save_model
 from hwopt.graph.shapes import Shapes
 from hwopt.pipeline.artifact import Artifact
+from hwopt.pipeline.cache import StageCache
 from hwopt.runtimes import get_runtime, time_session
 
 
@@ -37,6 +38,8 @@ class StageContext:
     reference: list[np.ndarray]  # the original model's outputs on `eval`, run by onnxruntime
     threads: int = 1
     log: Callable[[str], None] = lambda msg: None
+    #: the run's stage cache, for work several candidates share (one TFLite conversion for all precisions)
+    cache: StageCache | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,7 @@ def quantize(art: Artifact, opts: QuantizeOptions, ctx: StageContext, work: Path
     res = run_quantize(
         art.load_onnx(), ctx.calib, target=ctx.device, runtime=opts.runtime, method=opts.method,
         reconstruct=opts.reconstruct, bias_correction=opts.bias_correction, eval=labeled,
-        max_accuracy_drop=opts.max_accuracy_drop, measure_latency=False,
+        max_accuracy_drop=opts.max_accuracy_drop, measure_latency=False, shapes=ctx.shapes,
     )
     out = save_model(res.model, work / "model.onnx")
     meta = {"stage": "quantize", "runtime": opts.runtime, "method": opts.method, "reconstruct": opts.reconstruct,
@@ -181,7 +184,7 @@ def export(art: Artifact, opts: ExportOptions, ctx: StageContext, work: Path) ->
     from hwopt.exporters import export as run_export
 
     res = run_export(art.load_onnx(), opts.runtime, work, target=ctx.device, precision=opts.precision, calib=ctx.calib,
-                     shapes=ctx.shapes, log=ctx.log)
+                     shapes=ctx.shapes, cache=ctx.cache, log=ctx.log)
     v = res.verification
     if v.ran and not v.passed:
         raise HwoptError(f"{opts.runtime} {opts.precision} export does not match its ONNX model "

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from hwopt.errors import HwoptError
 from hwopt.graph.normalize import normalize_model
-from hwopt.graph.shapes import Shapes, infer_shapes, resolve_input_shapes, value_shapes
+from hwopt.graph.shapes import Shapes, infer_shapes, random_inputs, resolve_input_shapes, value_shapes
+from hwopt.pruning.fold import fold_constants
+
 
 @dataclass
 class Member:
@@ -189,45 +191,76 @@ class Tracer:
 
 
 def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Normalized copy with Identity-of-initializer nodes folded, so every weight is an initializer.
+    """Normalized copy with constant subgraphs folded (`hwopt.pruning.fold`), so every weight is an
+    initializer the rules can slice.
 
-    torch exports share identical tensors (e.g. LayerNorm weights) through Identity nodes; pruning
-    needs each weight as an initializer it can slice. Deterministic, so group member names built on
-    one call match the model another call rewrites.
+    This covers torch's Identity-shared tensors (e.g. LayerNorm weights) and PaddlePaddle's
+    `Reshape(bias)` conv biases. Exporter shape annotations (`value_info`) are dropped: PaddlePaddle
+    writes -1 as a static dim there, which would hide the real shapes from inference, and pruning
+    changes them anyway. Deterministic, so group member names built on one call match the model
+    another call rewrites.
     """
     out = normalize_model(model)
-    inits = {t.name: t for t in out.graph.initializer}
-    outputs = {o.name for o in out.graph.output}
-    keep = []
-    for node in out.graph.node:
-        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in outputs:
-            t = onnx.TensorProto()
-            t.CopyFrom(inits[node.input[0]])
-            t.name = node.output[0]
-            out.graph.initializer.append(t)
-            inits[t.name] = t
-            continue
-        keep.append(node)
-    if len(keep) != len(out.graph.node):
-        del out.graph.node[:]
-        out.graph.node.extend(keep)
+    del out.graph.value_info[:]
+    fold_constants(out)
     return out
 
 
+def tensor_shapes(model: onnx.ModelProto, concrete: Shapes) -> dict[str, tuple[int, ...]]:
+    """Concrete shape of every tensor: onnx inference, then one onnxruntime run for the rest.
+
+    Real exports compute Reshape targets and Resize sizes at run time (Shape -> Slice -> Concat)
+    where static inference gives up; every op downstream would then be a barrier for want of a
+    shape. Running the model once at the given input shapes, with only the missing tensors added
+    as outputs, answers exactly. Negative dims (PaddlePaddle's -1 annotations) count as unknown.
+    """
+    known = {k: v for k, v in value_shapes(infer_shapes(model, concrete)).items() if all(d >= 0 for d in v)}
+    missing = [o for n in model.graph.node for o in n.output if o and o not in known]
+    if missing:
+        known.update(_run_shapes(model, concrete, missing))
+    return known
+
+
+def _run_shapes(model: onnx.ModelProto, concrete: Shapes, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Shapes of `names` from one onnxruntime run on random inputs (empty if the model cannot run)."""
+    from hwopt.runtimes import get_runtime
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in have)
+    try:
+        sess = get_runtime("onnxruntime").session(probe)
+        values = sess.run(random_inputs(model, concrete))
+    except Exception:  # noqa: BLE001 - an unrunnable model just keeps the inferred shapes (barriers)
+        return {}
+    wanted = set(names)
+    return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(sess.output_names, values) if n in wanted}
+
+
 def trace(model: onnx.ModelProto, shapes: Shapes | None = None) -> Tracer:
-    """Walk a prepared model once, applying each node's rule; graph outputs become barriers."""
+    """Walk a prepared model once, applying each node's rule; graph outputs become barriers.
+
+    A rule that fails on an input it did not foresee (odd broadcast, inconsistent shapes) turns
+    its node into a barrier instead of failing the whole command: unknown means fixed.
+    """
     from hwopt.pruning.rules import RULES, barrier
 
-    concrete = resolve_input_shapes(model, shapes)
-    vshapes = value_shapes(infer_shapes(model, concrete))
-    t = Tracer(model, vshapes)
+    t = Tracer(model, tensor_shapes(model, resolve_input_shapes(model, shapes)))
     for node in model.graph.node:
         rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if rule is None:
             if any(t.get(i) for i in node.input):
                 barrier(t, node, f"{node.op_type} {node.name} has no channel rule")
             continue
-        rule(t, node)
+        members, maps = len(t.members), set(t.maps)
+        try:
+            rule(t, node)
+        except Exception as exc:  # noqa: BLE001 - see docstring
+            del t.members[members:]
+            for name in set(t.maps) - maps:
+                del t.maps[name]
+            barrier(t, node, f"{node.op_type} {node.name}: rule failed ({type(exc).__name__})")
     t.block((o.name for o in model.graph.output), "graph output")
     return t
 

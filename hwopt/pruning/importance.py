@@ -81,7 +81,10 @@ def importance(
 
 
 def round_kept(kept: int, total: int, floor: int, multiple: int) -> int:
-    """Kept count rounded to the target's channel multiple, within [floor, total]."""
+    """Kept count rounded to the target's channel multiple, within [floor, total]; keeping every
+    channel is never rounded down (ratio 0 must leave the model as it is)."""
+    if kept >= total:
+        return total
     if multiple > 1:
         kept = max(multiple, int(round(kept / multiple)) * multiple)
     return int(min(total, max(floor, kept, 1)))

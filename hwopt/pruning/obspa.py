@@ -22,6 +22,7 @@ import onnx
 from onnx import helper
 
 from hwopt.data import Dataset
+from hwopt.errors import HwoptError
 from hwopt.pruning.groups import ChannelGroup
 from hwopt.pruning.importance import member_values
 from hwopt.pruning.rules import attr
@@ -29,6 +30,10 @@ from hwopt.pruning.rules import attr
 #: above this many unfolded columns a conv's Hessian is built per channel and spread over the kernel
 MAX_COLUMNS = 4096
 DAMP = 0.01
+#: largest unfolded conv input held at once while summing XXᵀ (it is built in bands of output rows)
+UNFOLD_BYTES = 64 << 20
+#: consumer activations one calibration batch may produce
+ACTIVATION_BYTES = 256 << 20
 
 
 @dataclass
@@ -42,6 +47,7 @@ class Consumer:
     index: np.ndarray  # group channel per input channel position
     kernel: int  # columns per input channel (kh*kw for a conv, 1 for a linear layer)
     unfold: bool  # True when H is built on the unfolded conv input
+    kernel_shape: tuple[int, ...] = ()  # (kh, kw) of a conv, from its weight
 
     @property
     def columns(self) -> np.ndarray:
@@ -80,36 +86,78 @@ def consumers(model: onnx.ModelProto, groups: Sequence[ChannelGroup]) -> list[Co
             unfold = node.op_type == "Conv" and w.ndim == 4 and w.shape[1] * kernel <= MAX_COLUMNS
             if node.op_type == "ConvTranspose":
                 kernel, unfold = 1, False
-            out.append(Consumer(g.id, node, mb.slot, mb.axis, mb.index, kernel, unfold))
+            out.append(Consumer(g.id, node, mb.slot, mb.axis, mb.index, kernel, unfold, tuple(w.shape[2:])))
     return out
 
 
 def _gram(c: Consumer, x: np.ndarray) -> tuple[np.ndarray, int]:
-    """Σ xxᵀ over the input columns seen by one consumer, and how many columns were summed."""
+    """Σ xxᵀ over the input columns seen by one consumer, and how many columns were summed.
+
+    An unfolded conv input is C·k² x positions; at detector resolutions that is hundreds of MB,
+    so the output rows are unfolded in bands of at most `UNFOLD_BYTES` and their sums added.
+    """
     import torch
     import torch.nn.functional as F
 
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    if c.node.op_type == "Conv" and c.unfold:
-        pads = list(attr(c.node, "pads", [0, 0, 0, 0]))
-        if any(pads):
-            t = F.pad(t, (pads[1], pads[3], pads[0], pads[2]))
-        t = F.unfold(
-            t,
-            tuple(attr(c.node, "kernel_shape")),
-            dilation=tuple(attr(c.node, "dilations", [1, 1])),
-            stride=tuple(attr(c.node, "strides", [1, 1])),
-        ).transpose(1, 2)
-    elif c.node.op_type in ("Conv", "ConvTranspose"):
-        t = t.movedim(1, -1)
-    cols = t.reshape(-1, t.shape[-1])
-    return (cols.T @ cols).double().numpy(), cols.shape[0]
+    if not (c.node.op_type == "Conv" and c.unfold):
+        if c.node.op_type in ("Conv", "ConvTranspose"):
+            t = t.movedim(1, -1)
+        cols = t.reshape(-1, t.shape[-1])
+        return (cols.T @ cols).double().numpy(), cols.shape[0]
+    kernel = c.kernel_shape
+    dil = tuple(attr(c.node, "dilations", [1, 1]))
+    stride = tuple(attr(c.node, "strides", [1, 1]))
+    t = F.pad(t, _conv_pads(c.node, t.shape[2:], kernel, dil, stride))
+    span = dil[0] * (kernel[0] - 1) + 1  # input rows one output row reads
+    out_h = (t.shape[2] - span) // stride[0] + 1
+    out_w = (t.shape[3] - dil[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    row_bytes = 4 * t.shape[0] * t.shape[1] * kernel[0] * kernel[1] * max(out_w, 1)
+    band = max(1, UNFOLD_BYTES // row_bytes)
+    total, count = 0, 0
+    for r0 in range(0, out_h, band):
+        r1 = min(out_h, r0 + band)
+        piece = t[:, :, r0 * stride[0] : (r1 - 1) * stride[0] + span]
+        cols = F.unfold(piece, kernel, dilation=dil, stride=stride).transpose(1, 2)
+        cols = cols.reshape(-1, cols.shape[-1])
+        total = total + (cols.T @ cols).double()
+        count += cols.shape[0]
+    return total.numpy(), count
 
 
-def collect_hessians(
-    model: onnx.ModelProto, cons: Sequence[Consumer], calib: Dataset, *, batch_size: int = 8, limit: int = 256
-) -> dict[str, np.ndarray]:
-    """H per consumer node from calibration data, streamed through onnxruntime (bounded memory)."""
+def _conv_pads(node: onnx.NodeProto, size, kernel, dil, stride) -> tuple[int, int, int, int]:
+    """F.pad amounts (left, right, top, bottom) of a 2-D conv, explicit or from auto_pad SAME_*."""
+    auto = attr(node, "auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = []
+        for n, k, d, st in zip(size, kernel, dil, stride):
+            need = max(0, (-(-n // st) - 1) * st + d * (k - 1) + 1 - n)
+            lo = need // 2 if auto == "SAME_UPPER" else need - need // 2
+            pads.append((lo, need - lo))
+        (top, bottom), (left, right) = pads
+        return left, right, top, bottom
+    top, left, bottom, right = list(attr(node, "pads", [0, 0, 0, 0]))
+    return left, right, top, bottom
+
+
+def _batch_size(model: onnx.ModelProto, probe_bytes: int) -> int:
+    """Samples per onnxruntime run: the model's static batch if it has one, else as many as keep
+    the probed activations (bytes per sample) under `ACTIVATION_BYTES`, at most 8."""
+    from hwopt.graph.shapes import input_specs
+
+    static = [s.dims[0] for s in input_specs(model) if s.dims and isinstance(s.dims[0], int) and s.dims[0] > 0]
+    if static:
+        return min(static)
+    return int(max(1, min(8, ACTIVATION_BYTES // max(probe_bytes, 1))))
+
+
+def collect_hessians(model: onnx.ModelProto, cons: Sequence[Consumer], calib: Dataset, *, limit: int = 256) -> dict[str, np.ndarray]:
+    """H per consumer node from calibration data, streamed through onnxruntime (bounded memory).
+
+    The first sample runs alone to measure the consumer inputs' size; the batch size for the rest
+    follows from it (`_batch_size`). Only the running sums of XXᵀ are kept.
+    """
     from hwopt.runtimes import get_runtime
 
     wanted = list(dict.fromkeys(c.node.input[0] for c in cons))
@@ -122,12 +170,21 @@ def collect_hessians(
     sess = get_runtime("onnxruntime").session(probe)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for feeds in calib.batches(batch_size, limit):
-        got = dict(zip(sess.output_names, sess.run(feeds)))
+    n = min(limit, len(calib))
+    done, batch = 0, 1
+    while done < n:
+        feeds = {k: v[done : done + batch] for k, v in calib.inputs.items()}
+        try:
+            got = dict(zip(sess.output_names, sess.run(feeds)))
+        except Exception as exc:  # onnxruntime's own exception types
+            raise HwoptError(f"OBSPA cannot run the model on the calibration data: {str(exc).splitlines()[0]}") from exc
         for c in cons:
-            xx, n = _gram(c, got[c.node.input[0]])
+            xx, cnt = _gram(c, got[c.node.input[0]])
             sums[c.node.name] = sums.get(c.node.name, 0) + xx
-            counts[c.node.name] = counts.get(c.node.name, 0) + n
+            counts[c.node.name] = counts.get(c.node.name, 0) + cnt
+        done += batch
+        batch = min(n - done, _batch_size(model, sum(got[w].nbytes for w in wanted) // batch))
+        del got
     hessians = {}
     for c in cons:
         h = 2.0 * sums[c.node.name] / max(counts[c.node.name], 1)

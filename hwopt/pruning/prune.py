@@ -129,7 +129,7 @@ def prune_model(
     if exclude:
         exclude_nodes(groups, prepared, list(exclude))
     if not any(g.prunable for g in groups):
-        raise HwoptError("the model has no prunable channel group (every channel is fixed by a barrier)")
+        raise HwoptError(_nothing_prunable(prepared, groups))
     cache: dict = {}
 
     def build(r: float) -> tuple[onnx.ModelProto, dict]:
@@ -146,7 +146,7 @@ def prune_model(
         from hwopt.graph.finetune import kd_finetune
 
         pruned = kd_finetune(pruned, prepared, data, epochs=finetune_epochs, quiet=True)
-    summary = _summary(original, pruned, groups, keep, shapes)
+    summary = _summary(prepared, pruned, groups, keep, shapes)
     summary.update(criterion=criterion, ratio=ratio, global_ranking=global_ranking, channel_multiple=multiple,
                    calibrated=data is not None, finetune_epochs=finetune_epochs)
     if measure:
@@ -154,6 +154,23 @@ def prune_model(
         summary["latency_ms_after"] = measure_latency_ms(pruned, shapes)
         summary["speedup"] = summary["latency_ms_before"] / summary["latency_ms_after"]
     return PruneResult(pruned, summary)
+
+
+#: ops of an already-quantized graph: their integer weights are not channels pruning can slice
+QUANTIZED_OPS = frozenset(
+    "ConvInteger MatMulInteger QLinearConv QLinearMatMul DynamicQuantizeLSTM DynamicQuantizeMatMul "
+    "QuantizeLinear DequantizeLinear DynamicQuantizeLinear QGemm QAttention".split()
+)
+
+
+def _nothing_prunable(model: onnx.ModelProto, groups: list[ChannelGroup]) -> str:
+    """The one-line refusal when no group can lose a channel, naming the cause."""
+    quantized = sorted({n.op_type for n in model.graph.node} & QUANTIZED_OPS)
+    if quantized:
+        return (f"the model is already quantized ({', '.join(quantized)}): prune the float model, "
+                "then quantize the pruned one")
+    reasons = list(dict.fromkeys(r for g in groups for r in g.reasons))
+    return "the model has no prunable channel group" + (f" ({'; '.join(reasons[:3])})" if reasons else "")
 
 
 def _latency_fn(device: DeviceProfile | None, shapes: Shapes | None):
@@ -186,8 +203,9 @@ def _search_ratio(build, budget: float, device: DeviceProfile | None, shapes: Sh
     return best_ratio, best[0], best[1]
 
 
-def _summary(original, pruned, groups: list[ChannelGroup], keep: dict[int, np.ndarray], shapes: Shapes | None) -> dict:
-    before, after = census(original, shapes), census(pruned, shapes)
+def _summary(prepared, pruned, groups: list[ChannelGroup], keep: dict[int, np.ndarray], shapes: Shapes | None) -> dict:
+    """Census of the prepared model (weights from Constant nodes counted) against the pruned one."""
+    before, after = census(prepared, shapes), census(pruned, shapes)
     return {
         "params_before": before.params,
         "params_after": after.params,

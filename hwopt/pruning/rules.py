@@ -17,6 +17,8 @@ from onnx import helper
 from hwopt.pruning.groups import Tracer
 
 Rule = Callable[[Tracer, onnx.NodeProto], None]
+#: largest tensor (elements) a reshape rule paints with channel ids to see where channels go
+MAX_PAINT = 1 << 25
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):
@@ -184,6 +186,8 @@ def elementwise(t: Tracer, node: onnx.NodeProto) -> None:
             consts.append((i, ax))
         else:
             return barrier(t, node, f"{node.op_type} {node.name}: combined with a fixed-width tensor")
+    if ids is None:
+        return barrier(t, node, f"{node.op_type} {node.name}: channels broadcast from width 1")
     for i, ax in consts:
         t.member(node, "const", i, ax, ids)
     t.set(out, axis, ids)
@@ -276,6 +280,8 @@ def reshape_like(t: Tracer, node: onnx.NodeProto) -> None:
     in_shape, out_shape = t.shape(node.input[0]), t.shape(node.output[0])
     if in_shape is None or out_shape is None:
         return barrier(t, node, f"{node.op_type} {node.name}: unknown shapes")
+    if np.prod(in_shape, dtype=np.int64) > MAX_PAINT:
+        return barrier(t, node, f"{node.op_type} {node.name}: tensor too large to trace its channels")
     view = [1] * len(in_shape)
     view[cmap.axis] = len(cmap.ids)
     paint = np.broadcast_to(cmap.ids.reshape(view), in_shape).reshape(out_shape)
@@ -289,18 +295,32 @@ def reshape_like(t: Tracer, node: onnx.NodeProto) -> None:
         if len(uniq) > 1:
             t.unify(np.full(len(uniq) - 1, uniq[0]), uniq[1:])
     if node.op_type == "Reshape":
-        how = _shape_source(t, node, axis, len(out_shape))
+        how = _shape_source(t, node, axis, len(out_shape), rows[:, 0])
         if how is None:
             return barrier(t, node, f"Reshape {node.name}: target shape is not rewritable")
-        t.member(node, "reshape", -1, axis, rows[:, 0], **how)
+        if how["source"] != "follows":
+            t.member(node, "reshape", -1, axis, rows[:, 0], **how)
     t.set(node.output[0], axis, rows[:, 0])
 
 
-def _shape_source(t: Tracer, node: onnx.NodeProto, axis: int, rank: int) -> dict | None:
-    """How a Reshape's target dim `axis` can be rewritten: a constant, or one piece of a Concat."""
+def _shape_source(t: Tracer, node: onnx.NodeProto, axis: int, rank: int, ids: np.ndarray) -> dict | None:
+    """How a Reshape's target dim `axis` gets the pruned channel count.
+
+    `follows`: the target already reads it from a pruned tensor (a 0 copy-dim, or `Shape(x)[d]`
+    where x carries the same channels on axis d: PaddlePaddle's flatten before attention);
+    `const`: a constant to rewrite; `concat`: one constant piece of a Concat to replace.
+    None when none of these holds (a barrier).
+    """
     value = t.const(node.input[1])
     if value is not None:
-        return {"source": "const"} if value.size == rank and int(value[axis]) != 0 else None
+        if value.size != rank:
+            return None
+        if int(value[axis]) == 0:
+            return {"source": "follows"} if _same_channels(t, node.input[0], axis, ids) else None
+        return {"source": "const"}
+    dim = _shape_dim(t, node.input[1], axis)
+    if dim is not None and _same_channels(t, *dim, ids):
+        return {"source": "follows"}
     prod = t.producer.get(node.input[1])
     if prod is None or prod.op_type != "Concat" or len(prod.input) != rank:
         return None
@@ -310,6 +330,59 @@ def _shape_source(t: Tracer, node: onnx.NodeProto, axis: int, rank: int) -> dict
     if piece is not None and int(piece[0]) == 0:
         return None
     return {"source": "concat", "concat": prod.name}
+
+
+def _same_channels(t: Tracer, name: str, axis: int, ids: np.ndarray) -> bool:
+    """True when tensor `name` carries exactly the channels `ids` on `axis` (so its dim there is
+    always the pruned count)."""
+    cmap = t.get(name)
+    return (
+        cmap is not None
+        and cmap.axis == axis
+        and len(cmap.ids) == len(ids)
+        and bool((t.uf.roots(cmap.ids) == t.uf.roots(ids)).all())
+    )
+
+
+def _shape_dim(t: Tracer, name: str, pos: int, depth: int = 0) -> tuple[str, int] | None:
+    """(x, d) when element `pos` of the 1-D integer tensor `name` is `Shape(x)[d]`, following the
+    Cast / Slice / Gather / Concat / Unsqueeze chains exporters build shape vectors with."""
+    node = t.producer.get(name)
+    if node is None or depth > 8:
+        return None
+    op, src = node.op_type, node.input[0]
+    if op == "Shape":
+        shape = t.shape(src)
+        return None if shape is None else (src, _axis(int(attr(node, "start", 0)), len(shape)) + pos)
+    if op in ("Cast", "Identity") or (op in ("Unsqueeze", "Squeeze") and pos == 0):
+        return _shape_dim(t, src, pos, depth + 1)
+    if op == "Concat":
+        offset = 0
+        for x in node.input:
+            size = t.shape(x)
+            if size is None or len(size) > 1:
+                return None
+            n = size[0] if size else 1
+            if pos < offset + n:
+                return _shape_dim(t, x, pos - offset, depth + 1)
+            offset += n
+        return None
+    length = t.shape(src)
+    if length is None or len(length) != 1:
+        return None
+    if op == "Gather":
+        idx = t.const(node.input[1])
+        if idx is None or pos >= idx.size:
+            return None
+        return _shape_dim(t, src, _axis(int(idx.reshape(-1)[pos]), length[0]), depth + 1)
+    if op == "Slice":
+        starts, ends = t.const(node.input[1]), t.const(node.input[2])
+        steps = t.const(node.input[4]) if len(node.input) > 4 and node.input[4] else np.ones(1)
+        if starts is None or ends is None or steps is None or int(steps[0]) != 1:
+            return None
+        start = slice(int(starts[0]), int(ends[0])).indices(length[0])[0]
+        return _shape_dim(t, src, start + pos, depth + 1)
+    return None
 
 
 # ---------------------------------------------------------------- layers with weights
@@ -354,18 +427,30 @@ def conv(t: Tracer, node: onnx.NodeProto) -> None:
 
 
 def conv_transpose(t: Tracer, node: onnx.NodeProto) -> None:
+    """ConvTranspose (weight Cin x Cout/group x k...): a sink of input channels and a source of
+    output channels; grouped (e.g. depthwise bilinear upsampling) ties input group i to output
+    group i and is pruned by whole groups, like a grouped Conv."""
     w = t.const(node.input[1])
     cmap = t.get(node.input[0])
     has_b = len(node.input) > 2 and bool(node.input[2])
-    if w is None or int(attr(node, "group", 1)) != 1 or (has_b and t.const(node.input[2]) is None):
-        return barrier(t, node, f"ConvTranspose {node.name}: grouped or non-constant weights")
+    if w is None or (has_b and t.const(node.input[2]) is None):
+        return barrier(t, node, f"ConvTranspose {node.name}: non-constant weights")
     if cmap is not None and cmap.axis != 1:
         t.block([node.input[0]], f"ConvTranspose {node.name}: channels not on axis 1")
         cmap = None
-    out = t.fresh(w.shape[1])
-    if cmap is not None:
-        t.member(node, "in", 1, 0, cmap.ids)
-    t.member(node, "out", 1, 1, out)
+    group = int(attr(node, "group", 1))
+    out = t.fresh(w.shape[1] * group)
+    if group == 1:
+        if cmap is not None:
+            t.member(node, "in", 1, 0, cmap.ids)
+        t.member(node, "out", 1, 1, out)
+    elif cmap is None:
+        return barrier(t, node, f"ConvTranspose {node.name}: grouped on fixed channels")
+    else:
+        for ri, ro in zip(cmap.ids.reshape(group, -1), out.reshape(group, -1)):
+            t.unify(np.full(len(ri) + len(ro) - 1, ro[0]), np.concatenate([ri, ro[1:]]))
+        t.member(node, "dw", 1, 0, cmap.ids)
+        t.member(node, "conv_groups", -1, 0, cmap.ids, group=group)
     if has_b:
         t.member(node, "bias", 2, 0, out)
     t.set(node.output[0], 1, out)

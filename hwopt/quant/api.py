@@ -19,14 +19,15 @@ from hwopt.data import Dataset, check_dataset, load_dataset
 from hwopt.devices import DeviceProfile, load_device
 from hwopt.errors import HwoptError
 from hwopt.graph.load import load_model, save_model
-from hwopt.graph.normalize import normalize_model
-from hwopt.graph.shapes import Shapes, fix_input_shapes, input_specs, resolve_input_shapes
+from hwopt.graph.normalize import fold_conv_affine, normalize_model
+from hwopt.pruning.fold import fold_constants
+from hwopt.graph.shapes import Shapes, fix_input_shapes, input_specs, random_inputs, resolve_input_shapes
 from hwopt.quant.calibrate import METHODS
 from hwopt.quant.equalize import equalize as equalize_model
 from hwopt.quant.equalize import has_depthwise
 from hwopt.quant.precision import candidate_models, measure_candidates
 from hwopt.quant.ptq import calibrate_plan, emit, float_tails, plan_quantization
-from hwopt.quant.qdq import align_biases, check_bits
+from hwopt.quant.qdq import align_biases, check_bits, refuse_quantized
 from hwopt.quant.schemes import scheme_for
 from hwopt.quant.sensitivity import evaluate, layer_sensitivity, mixed_precision
 
@@ -99,6 +100,11 @@ def quantize(
     `calib` is required unless `data_free` (synthetic inputs, with a warning). Weights are
     per-channel symmetric; activations follow the runtime's scheme (`hwopt.quant.schemes`).
     With `max_accuracy_drop` (points), the most sensitive layers stay float until it is met.
+
+    `shapes` ({input: dims}, as from --shape) fixes dynamic input dims where concrete ones are
+    needed (graph analysis, synthetic data, the latency measurement); inputs it does not name
+    take batch 1 and the calibration data's sample shape. The QDQ model keeps the input's
+    dynamic dims. An already quantized model is refused.
     """
     check_bits(wbits, "--wbits")
     check_bits(abits, "--abits")
@@ -114,7 +120,10 @@ def quantize(
         raise HwoptError(f"runtime {runtime!r} is not one of {device.name}'s runtimes {device.runtimes}")
     scheme = scheme_for(runtime, device)
     original = model if isinstance(model, onnx.ModelProto) else load_model(model)
+    refuse_quantized(original)
     float_model = normalize_model(original)
+    fold_constants(float_model)  # PaddlePaddle's Reshape(bias) branches become initializers
+    folded = fold_conv_affine(float_model)  # ... and its separate BatchNormalization / bias Add nodes join the Conv
 
     calib_ds = _dataset(calib, float_model, "calibration")
     if calib_ds is None:
@@ -123,15 +132,17 @@ def quantize(
         warnings.warn("data-free quantization: calibrating on synthetic inputs; check accuracy on real data", stacklevel=2)
         calib_ds = synthetic_calibration(float_model, shapes)
     eval_ds = _dataset(eval, float_model, "evaluation") or calib_ds.subset(min(len(calib_ds), 256))
+    concrete = resolve_input_shapes(float_model, shapes, data=calib_ds.inputs)
 
     report: dict = {"target": device.name, "runtime": runtime, "scheme": scheme.note, "method": method,
-                    "wbits": wbits, "abits": abits, "data_free": calib_ds.source == "synthetic", "stages": []}
+                    "wbits": wbits, "abits": abits, "data_free": calib_ds.source == "synthetic",
+                    "stages": [{"stage": "fold", "conv_affine": folded}]}
     if equalize is True or (equalize == "auto" and has_depthwise(float_model)):
         float_model, pairs = equalize_model(float_model)
         report["stages"].append({"stage": "equalize", "pairs": pairs})
 
     plan = plan_quantization(float_model, scheme, exclude_nodes=list(exclude_nodes), exclude_ops=list(exclude_ops),
-                             keep_first_last=keep_first_last)
+                             keep_first_last=keep_first_last, shapes=concrete)
     stats = calibrate_plan(plan, calib_ds, method, limit=calib_limit)
     tails = float_tails(plan, stats) if keep_tails else set()
     qdq = emit(plan, stats, wbits=wbits, abits=abits, float_nodes=tails, bias_correction=bias_correction)
@@ -186,12 +197,21 @@ def quantize(
     report["accuracy_drop"] = drop
 
     if measure_latency and runtimes:
-        concrete = {k: (1, *v.shape[1:]) for k, v in eval_ds.inputs.items()}
-        feeds = {k: v[:1] for k, v in eval_ds.inputs.items()}
+        concrete = resolve_input_shapes(float_model, shapes, data=eval_ds.inputs)
+        feeds = _latency_feeds(float_model, eval_ds, concrete)
+        report["latency_shapes"] = {k: list(v) for k, v in concrete.items()}
         cands = candidate_models(fix_input_shapes(float_model, concrete), fix_input_shapes(qdq, concrete), runtimes)
         report["latency"] = [c.to_dict() for c in measure_candidates(cands, feeds)]
         report["speedup"] = _speedups(report["latency"])
     return QuantResult(qdq, report)
+
+
+def _latency_feeds(model: onnx.ModelProto, ds: Dataset, shapes: Shapes) -> dict[str, np.ndarray]:
+    """The first evaluation sample, or generated inputs where --shape asks for another size."""
+    first = {k: v[:1] for k, v in ds.inputs.items()}
+    if all(first[k].shape == tuple(v) for k, v in shapes.items()):
+        return first
+    return random_inputs(model, shapes)
 
 
 def _speedups(latency: list[dict]) -> dict:

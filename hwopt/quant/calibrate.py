@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from hwopt.data import Dataset
 from hwopt.errors import HwoptError
+from hwopt.graph.shapes import with_outputs
 from hwopt.quant.qdq import int_range
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
@@ -213,17 +213,6 @@ class Statistics:
     calibrators: dict[str, Calibrator]
     channel_means: dict[str, ChannelMean] = field(default_factory=dict)
     samples: int = 0
-
-
-def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """Copy of `model` exposing the given intermediate tensors as extra graph outputs."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    have = {o.name for o in out.graph.output}
-    for n in names:
-        if n not in have:
-            out.graph.output.append(helper.make_empty_tensor_value_info(n))
-    return out
 
 
 def collect_statistics(

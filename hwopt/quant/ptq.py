@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hwopt.data import Dataset
 from hwopt.errors import HwoptError
-from hwopt.graph.shapes import infer_shapes, input_specs, resolve_input_shapes, value_dtypes
+from hwopt.graph.shapes import Shapes, infer_shapes, input_specs, resolve_input_shapes, value_dtypes, value_shapes
 from hwopt.quant.calibrate import Statistics, collect_statistics
 from hwopt.quant.qdq import QuantRecord, activation_record, check_bits, insert_qdq, weight_axis, weight_record
 from hwopt.quant.schemes import FUSED_ACTIVATIONS, WEIGHTED_OPS, Scheme
@@ -36,16 +36,28 @@ class QuantPlan:
     activations: dict[str, set[str]]  # tensor -> nodes whose quantization asks for it
     order: list[str]  # weighted nodes in topological order
     user_excluded: set[str] = field(default_factory=set)
+    shapes: Shapes = field(default_factory=dict)  # the concrete input shapes the plan was inferred at
+    tensor_bytes: dict[str, int] = field(default_factory=dict)  # float32 bytes of each planned activation at `shapes`
 
     @property
     def layers(self) -> list[str]:
         return [n for n in self.order if n not in self.user_excluded]
 
 
-def feasible_batch(model: onnx.ModelProto, wanted: int = 16) -> int:
-    """Largest batch the model accepts (1 when any input has a fixed batch dim of 1)."""
+#: memory the observed activations of one calibration batch may take (onnxruntime holds every
+#: exposed tensor of a batch at once: ~0.5 GB per sample for an 800x608 detector)
+CALIB_BATCH_BYTES = 256 * 2**20
+#: input bytes per evaluation batch (intermediate tensors are a small multiple of the input)
+EVAL_BATCH_INPUT_BYTES = 32 * 2**20
+
+
+def feasible_batch(model: onnx.ModelProto, wanted: int = 16, *, sample_bytes: int = 0, budget: int = CALIB_BATCH_BYTES) -> int:
+    """Largest batch the model accepts (1 when any input has a fixed batch dim of 1), at most
+    `wanted`, and small enough that `sample_bytes` per sample stay within `budget`."""
     dynamic = all(s.dims and not isinstance(s.dims[0], int) for s in input_specs(model))
-    return wanted if dynamic else 1
+    if not dynamic:
+        return 1
+    return max(1, min(wanted, budget // sample_bytes)) if sample_bytes > 0 else wanted
 
 
 def plan_quantization(
@@ -55,15 +67,23 @@ def plan_quantization(
     exclude_nodes: list[str] = (),
     exclude_ops: list[str] = (),
     keep_first_last: bool = False,
+    shapes: Shapes | None = None,
 ) -> QuantPlan:
-    """Find the weighted nodes and activation tensors the scheme quantizes."""
+    """Find the weighted nodes and activation tensors the scheme quantizes.
+
+    `shapes` fixes dynamic input dims for the graph analysis (the QDQ model keeps them dynamic);
+    `hwopt.quant.api.quantize` takes them from --shape or the calibration data.
+    """
     nodes = {n.name: n for n in model.graph.node}
     unknown = sorted(set(exclude_nodes) - set(nodes))
     if unknown:
         raise HwoptError(f"--exclude names node(s) not in the model: {', '.join(unknown[:5])}")
     inits = {t.name: t for t in model.graph.initializer}
-    dtypes = value_dtypes(infer_shapes(model, resolve_input_shapes(model)))
-    is_float = lambda t: dtypes.get(t) == TensorProto.FLOAT and t not in inits  # noqa: E731
+    concrete = resolve_input_shapes(model, shapes)
+    inferred = infer_shapes(model, concrete)
+    dtypes = value_dtypes(inferred)
+    fixed = constant_tensors(model)
+    is_float = lambda t: dtypes.get(t) == TensorProto.FLOAT and t not in fixed  # noqa: E731
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -95,7 +115,20 @@ def plan_quantization(
                     if is_float(t):
                         acts.setdefault(t, set()).add(n.name)
     acts = {t: users for t, users in acts.items() if is_float(t)}
-    return QuantPlan(model, scheme, weights, acts, order, excluded)
+    # float32 bytes at the plan's shapes (batch 1 unless --shape says more: then an overestimate, which is safe)
+    nbytes = {t: 4 * int(np.prod(v)) for t, v in value_shapes(inferred).items() if t in acts}
+    return QuantPlan(model, scheme, weights, acts, order, excluded, concrete, nbytes)
+
+
+def constant_tensors(model: onnx.ModelProto) -> set[str]:
+    """Initializers and every tensor computed from them alone (PaddlePaddle's Reshape(bias) feeding
+    an Add, shape arithmetic): weights, not activations, so they get no activation QDQ (OpenVINO's
+    low-precision transformations fail on a FakeQuantize over a constant branch)."""
+    fixed = {t.name for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" or (any(n.input) and all(i in fixed for i in n.input if i)):
+            fixed.update(o for o in n.output if o)
+    return fixed
 
 
 def _output_after_activation(node: onnx.NodeProto, consumers: dict) -> str:
@@ -110,8 +143,10 @@ def _output_after_activation(node: onnx.NodeProto, consumers: dict) -> str:
 def calibrate_plan(plan: QuantPlan, calib: Dataset, method: str = "minmax", *, limit: int | None = 512) -> Statistics:
     """Stream the calibration data once for every tensor the plan may quantize."""
     means = [plan.model.graph.node[i].input[0] for i, n in enumerate(plan.model.graph.node) if n.name in plan.weights]
+    observed = set(plan.activations) | set(means)
+    batch = feasible_batch(plan.model, sample_bytes=sum(plan.tensor_bytes.get(t, 0) for t in observed))
     return collect_statistics(plan.model, sorted(plan.activations), calib, method,
-                              mean_tensors=means, batch_size=feasible_batch(plan.model), limit=limit)
+                              mean_tensors=means, batch_size=batch, limit=limit)
 
 
 def float_tails(plan: QuantPlan, stats: Statistics) -> set[str]:

@@ -174,6 +174,33 @@ def weight_axis(node: onnx.NodeProto, input_index: int = 1) -> int | None:
     return None
 
 
+#: integer-arithmetic ops of onnx and onnxruntime's com.microsoft domain: their presence means a
+#: model was quantized already (by hwopt, onnxruntime's quantize_static/dynamic or an exporter)
+_QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QGemm", "QAttention",
+                            "MatMulNBits", "MatMulBnb4", "QEmbedLayerNormalization"})
+_QUANTIZED_PREFIXES = ("QLinear", "DynamicQuantize", "QOrdered")
+_QUANTIZED_SUFFIXES = ("Integer", "IntegerToFloat")
+
+
+def quantized_ops(model: onnx.ModelProto) -> dict[str, int]:
+    """{op type: count} of the model's quantized (integer-arithmetic) ops; empty for a float model."""
+    found: dict[str, int] = {}
+    for n in model.graph.node:
+        op = n.op_type
+        if op in _QUANTIZED_OPS or op.startswith(_QUANTIZED_PREFIXES) or op.endswith(_QUANTIZED_SUFFIXES):
+            found[op] = found.get(op, 0) + 1
+    return found
+
+
+def refuse_quantized(model: onnx.ModelProto) -> None:
+    """HwoptError when the model is quantized already: re-quantizing would stack a second grid on
+    the first (or meet integer ops no calibrator can observe); the float original is what to use."""
+    ops = quantized_ops(model)
+    if ops:
+        listed = ", ".join(f"{op} x{k}" for op, k in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
+        raise HwoptError(f"model is already quantized ({listed}); quantize its float original instead")
+
+
 # ---- emission ---------------------------------------------------------------------------------
 
 

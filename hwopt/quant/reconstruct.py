@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -109,7 +109,7 @@ def reconstruction_error(outs: Sequence[Tensor], targets: Sequence[Tensor], loss
     """Squared error summed over each sample's features, averaged over samples (BRECQ's loss)."""
     total = outs[0].new_zeros(())
     for k in loss_outputs:
-        total = total + (outs[k] - targets[k]).pow(2).flatten(1).sum(1).mean()
+        total = total + (outs[k] - targets[k]).pow(2).reshape(len(outs[k]), -1).sum(1).mean()
     return total
 
 
@@ -310,7 +310,9 @@ class QdqNet:
         dq_out = {n.name: n.outputs[0] for n in self.module.nodes if n.name in chain}
         self.weight_src = {dq_out[r.dq]: t for t, r in self.records.items() if r.kind == "weight"}
         self.act_src = {dq_out[r.dq]: t for t, r in self.records.items() if r.kind == "activation"}
-        self.steps = [n for n in self.module.nodes if n.name not in chain]
+        steps = [n for n in self.module.nodes if n.name not in chain]
+        self.folded = fold_constants(steps, self._module_constants())
+        self.steps = [n for n in steps if n.outputs[0] not in self.folded]
         floats = {t.name: onnx.numpy_helper.to_array(t) for t in float_model.graph.initializer} if float_model is not None else {}
         self.wq: dict[str, AdaRoundQuantizer] = {}
         self.aq: dict[str, LsqActQuantizer] = {}
@@ -355,11 +357,17 @@ class QdqNet:
             return deq
         return w.astype(np.float32)
 
-    def constants(self) -> dict[str, Tensor | None]:
+    def _module_constants(self) -> dict[str, Tensor | None]:
         m = self.module
         env: dict[str, Tensor | None] = {"": None}
         env.update((name, getattr(m, attr)) for name, attr in m.param_names.items())
         env.update((name, getattr(m, attr)) for name, attr in m.buffer_names.items())
+        return env
+
+    def constants(self) -> dict[str, Tensor | None]:
+        """Initializers and the values of constant-only subgraphs (see `fold_constants`)."""
+        env = self._module_constants()
+        env.update(self.folded)
         return env
 
     def value(self, name: str, env: dict[str, Tensor | None]) -> Tensor | None:
@@ -373,7 +381,8 @@ class QdqNet:
         return env[name]
 
     def _make_blocks(self, block_layers: int) -> list[QdqBlock]:
-        spans = partition(self.steps, self.input_names, self.output_names, self.act_src, self.weight_src, block_layers)
+        spans = partition(self.steps, self.input_names, self.output_names, self.act_src, self.weight_src, block_layers,
+                          shape_values=shape_derived(self.steps, self.constants().keys()))
         blocks: list[QdqBlock] = []
         seen_w: set[str] = set()
         seen_a: set[str] = set()
@@ -428,8 +437,46 @@ def _lsq_for(rec: QuantRecord, *, init_from_data: bool) -> LsqActQuantizer:
     return q
 
 
+def fold_constants(steps: list, constants: dict[str, Tensor | None]) -> dict[str, Tensor]:
+    """Values of the nodes that read only initializers (and each other), computed once.
+
+    Exporters (Paddle especially) leave constant subgraphs in the graph: a bias reshaped to
+    (1, C, 1, 1), a Cast of a filled constant feeding a shape Concat. Such a value has no sample
+    axis, so it must not become a block input or output (blocks are run, batched and sliced
+    along the sample axis); folding them makes them constants of every block.
+    """
+    env = dict(constants)
+    folded: dict[str, Tensor] = {}
+    with torch.no_grad():
+        for node in steps:
+            if not all(name in env for name in node.inputs):
+                continue
+            result = OPS[node.op_type]([env[name] for name in node.inputs], node.attrs)
+            values = result if isinstance(result, tuple) else (result,)
+            for o, v in zip(node.outputs, values):
+                if o:
+                    env[o] = folded[o] = v
+    return folded
+
+
+def shape_derived(steps: list, constants: Collection[str]) -> set[str]:
+    """Tensors computed from tensor shapes only: Shape/Size outputs, and what nodes compute from
+    them and `constants` alone (e.g. Gather -> Unsqueeze -> Concat into a Reshape target).
+
+    They have no sample axis, so a block cut must not pass them from one block to the next.
+    """
+    shaped: set[str] = set()
+    for node in steps:
+        ins = [n for n in node.inputs if n]
+        if node.op_type in ("Shape", "Size") or (
+                any(n in shaped for n in ins) and all(n in shaped or n in constants for n in ins)):
+            shaped.update(o for o in node.outputs if o)
+    return shaped
+
+
 def partition(steps: list, graph_inputs: list[str], graph_outputs: list[str], act_src: dict[str, str],
-              weight_src: dict[str, str], block_layers: int = 3) -> list[tuple[int, int, list[str], list[str]]]:
+              weight_src: dict[str, str], block_layers: int = 3, *,
+              shape_values: set[str] = frozenset()) -> list[tuple[int, int, list[str], list[str]]]:
     """Cut the node sequence into blocks: (start, end, input tensors, output tensors).
 
     A cut is allowed where the next node reads a quantized activation or a weight (so each
@@ -471,6 +518,8 @@ def partition(steps: list, graph_inputs: list[str], graph_outputs: list[str], ac
         if not layers or not layers_after[i + 1] or not starts_q[i + 1]:
             continue
         crossing = live(i)
+        if any(t in shape_values for t in crossing):
+            continue
         if (len(crossing) == 1 and (layers >= block_layers or joined)) or layers >= 3 * block_layers:
             spans.append((start, i + 1, ins, crossing))
             start, layers, joined, ins = i + 1, 0, False, crossing

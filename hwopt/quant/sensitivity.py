@@ -14,8 +14,9 @@ import numpy as np
 import onnx
 
 from hwopt.data import Dataset, accuracy_metrics, run_outputs, sqnr_db
-from hwopt.quant.calibrate import Statistics, with_outputs
-from hwopt.quant.ptq import QuantPlan, emit, feasible_batch
+from hwopt.graph.shapes import with_outputs
+from hwopt.quant.calibrate import Statistics
+from hwopt.quant.ptq import EVAL_BATCH_INPUT_BYTES, QuantPlan, emit, feasible_batch
 
 
 @dataclass
@@ -38,7 +39,9 @@ def evaluate(model: onnx.ModelProto, ds: Dataset, runtime: str = "onnxruntime", 
     from hwopt.runtimes import get_runtime
 
     session = get_runtime(runtime).session(model, threads=1, precision=precision)
-    outs = run_outputs(session, ds, batch_size=feasible_batch(model, 32), limit=limit)
+    sample_bytes = sum(v[:1].nbytes for v in ds.inputs.values())
+    batch = feasible_batch(model, 32, sample_bytes=sample_bytes, budget=EVAL_BATCH_INPUT_BYTES)
+    outs = run_outputs(session, ds, batch_size=batch, limit=limit)
     labels = None if ds.labels is None else ds.labels[: len(outs[0])]
     if labels is None and reference is None:
         reference = outs

@@ -89,3 +89,56 @@ def test_weights_listed_as_inputs_are_dropped_from_inputs(make_conv_model) -> No
     out = normalize_model(model)
     assert [i.name for i in out.graph.input] == ["x"]
     assert len(model.graph.input) == 2
+
+
+def _paddle_like():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("paddle_like", Path(__file__).with_name("paddle_like.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fold_conv_affine_merges_bias_add_and_batchnorm_exactly() -> None:
+    from hwopt.graph.normalize import fold_conv_affine
+    from hwopt.pruning.fold import fold_constants
+
+    model = normalize_model(_paddle_like().paddle_like_model())
+    fold_constants(model)
+    before = onnx.ModelProto()
+    before.CopyFrom(model)
+    assert fold_conv_affine(model) == 2  # the Reshape(bias) Add and the BatchNormalization
+    ops = [n.op_type for n in model.graph.node]
+    assert "BatchNormalization" not in ops and ops.count("Add") == 1  # the hardswish +3 stays
+    conv = next(n for n in model.graph.node if n.name == "p2o.Conv.0")
+    assert conv.output[0] == "batch_norm_0.tmp_2" and len(conv.input) == 3
+    x = np.random.default_rng(1).random((2, 3, 20, 24), dtype=np.float32)
+    np.testing.assert_allclose(run(model, x), run(before, x), rtol=1e-5, atol=1e-6)
+    onnx.checker.check_model(model)
+
+
+def test_fold_conv_affine_copies_a_shared_weight() -> None:
+    from hwopt.graph.normalize import fold_conv_affine
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((2, 2, 1, 1)).astype(np.float32), "w")
+    inits = [w] + [numpy_helper.from_array(v, n) for n, v in
+                   (("g", np.array([2.0, 3.0], np.float32)), ("b", np.array([0.5, -1.0], np.float32)),
+                    ("m", np.zeros(2, np.float32)), ("v", np.ones(2, np.float32)))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c1"], name="conv1"),
+        helper.make_node("BatchNormalization", ["c1", "g", "b", "m", "v"], ["bn"], name="bn"),
+        helper.make_node("Conv", ["bn", "w"], ["y"], name="conv2"),
+    ]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    before = onnx.ModelProto()
+    before.CopyFrom(model)
+    assert fold_conv_affine(model) == 1
+    conv2 = next(n for n in model.graph.node if n.name == "conv2")
+    assert conv2.input[1] == "w"  # the second conv still reads the original weight
+    x = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose(run(model, x), run(before, x), rtol=1e-5, atol=1e-6)

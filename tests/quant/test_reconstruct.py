@@ -21,6 +21,7 @@ from hwopt.quant.reconstruct import (
     reconstruct_block,
     reconstruct_summary,
     run_chain,
+    shape_derived,
 )
 from hwopt.quant.schemes import scheme_for
 from hwopt.runtimes import get_runtime
@@ -165,3 +166,67 @@ def test_qdrop_beats_adaround_beats_ptq_on_held_out_data(tiny_model, w4a4, digit
     ada = reconstruct(tiny_model, w4a4, digits["calib"], "adaround", iters=300, quiet=True)
     qd = reconstruct(tiny_model, w4a4, digits["calib"], "qdrop", iters=300, quiet=True)
     assert acc(qd) > acc(ada) > acc(w4a4)
+
+
+def _paddle_style_model() -> onnx.ModelProto:
+    """Opset-11 CNN with the traits of paddle2onnx exports that broke reconstruction.
+
+    Weights in Constant nodes, a late conv's bias added through Reshape(Constant) (a constant subgraph
+    that has no sample axis), an SE block (GlobalAveragePool -> Conv -> HardSigmoid -> Mul),
+    Clip with Constant min/max, and a flatten whose shape comes from Shape -> Gather -> Concat
+    with a Cast of a filled constant. Names like `p2o.Conv.0` and `conv2d_0.tmp_0`.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes: list[onnx.NodeProto] = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        nodes.append(helper.make_node("Constant", [], [name], name=f"p2o.Constant.{len(nodes)}",
+                                      value=numpy_helper.from_array(value, name)))
+        return name
+
+    def node(op: str, ins: list[str], out: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, ins, [out], name=f"p2o.{op}.{len(nodes)}", **attrs))
+        return out
+
+    f32 = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)  # noqa: E731
+    y = node("Conv", ["x", const("conv2d_0.w_0", f32(8, 3, 3, 3))], "conv2d_0.tmp_0", pads=[1, 1, 1, 1])
+    y = node("Relu", [y], "relu_0.tmp_0")
+    se = node("GlobalAveragePool", [y], "pool2d_0.tmp_0")
+    se = node("Conv", [se, const("conv2d_1.w_0", f32(8, 8, 1, 1)), const("conv2d_1.b_0", f32(8))], "conv2d_1.tmp_0")
+    se = node("HardSigmoid", [se], "hardsigmoid_0.tmp_0", alpha=0.2, beta=0.5)
+    y = node("Mul", [y, se], "elementwise_mul_0")
+    y = node("Conv", [y, const("conv2d_2.w_0", f32(8, 8, 3, 3))], "conv2d_2.tmp_0", pads=[1, 1, 1, 1], strides=[2, 2])
+    y = node("Clip", [y, const("clip_min", np.array(0.0, np.float32)), const("clip_max", np.array(6.0, np.float32))], "relu6_0.tmp_0")
+    y = node("Conv", [y, const("conv2d_3.w_0", f32(8, 8, 3, 3))], "conv2d_3.tmp_0", pads=[1, 1, 1, 1])
+    bias = node("Reshape", [const("conv2d_3.b_0", f32(8)), const("shape_0", np.array([1, 8, 1, 1], np.int64))], "reshape_0")
+    y = node("Relu", [node("Add", [y, bias], "conv2d_3.tmp_1")], "relu_1.tmp_0")
+    batch = node("Gather", [node("Shape", [y], "shape_1"), const("idx_0", np.array(0, np.int64))], "gather_0", axis=0)
+    minus1 = node("Cast", [const("fill_constant_0", np.array([-1], np.int32))], "cast_0", to=TensorProto.INT64)
+    flat_shape = node("Concat", [node("Unsqueeze", [batch], "unsqueeze_0", axes=[0]), minus1], "concat_0", axis=0)
+    y = node("Reshape", [y, flat_shape], "reshape2_0.tmp_0")
+    y = node("MatMul", [y, const("linear_0.w_0", f32(128, 10))], "linear_0.tmp_0")
+    node("Add", [y, const("linear_0.b_0", f32(10))], "logits")
+    g = helper.make_graph(nodes, "paddle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [-1, 10])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+
+
+def test_paddle_style_constant_subgraphs_and_shape_values_stay_inside_blocks():
+    from hwopt.graph.normalize import normalize_model
+
+    float_model = normalize_model(_paddle_style_model())
+    x = np.random.default_rng(1).standard_normal((24, 3, 8, 8)).astype(np.float32)
+    calib = Dataset({"x": x})
+    plan = plan_quantization(float_model, scheme_for("onnxruntime"))
+    qdq = emit(plan, calibrate_plan(plan, calib, "mse"), wbits=4, abits=8)
+    net = QdqNet(qdq, float_model)
+    assert {"reshape_0", "cast_0"} <= set(net.folded)  # constant subgraphs computed once
+    assert shape_derived(net.steps, net.constants().keys()) == {"shape_1", "gather_0", "unsqueeze_0", "concat_0"}
+    crossing = {t for b in net.blocks for t in (*b.input_names, *b.output_names)}
+    assert not crossing & (set(net.folded) | {"shape_1", "gather_0", "unsqueeze_0", "concat_0"})
+    assert net.blocks[0].output_names == ["elementwise_mul_0"]  # cut after the SE join: no constant crosses it
+    out = reconstruct(float_model, qdq, calib, "qdrop", iters=3, quiet=True)
+    y = _unoptimized_ort(out, x[:5])
+    assert y.shape == (5, 10) and np.isfinite(y).all()

@@ -1,0 +1,114 @@
+"""Exports of models with the traits of real PaddlePaddle/PyTorch exports (see conftest.paddle_like_classifier)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from hwopt.errors import NotAvailableError
+from hwopt.exporters import compare_outputs, export
+from hwopt.exporters.tflite_export import prepare_for_tflite
+from hwopt.exporters.toolenv import tool_python
+from hwopt.graph.normalize import normalize_model
+from hwopt.pipeline.cache import StageCache
+from hwopt.runtimes import get_runtime
+
+SHAPE = {"x": (1, 3, 48, 192)}
+PPOCR_CLS = Path(__file__).resolve().parents[1] / "data" / "ppocr_cls.onnx"
+
+
+@pytest.fixture(scope="module")
+def litert_tool():
+    """The converter venv and LiteRT; the tests skip (with the reason) when either is missing."""
+    if not get_runtime("litert").available():
+        pytest.skip("ai-edge-litert is not installed")
+    try:
+        return tool_python("tflite")
+    except NotAvailableError as exc:
+        pytest.skip(f"TFLite converter venv unavailable: {exc}")
+
+
+def _offline(monkeypatch) -> None:
+    """onnx2tf's sample-image download fails loudly through a dead proxy if it is ever attempted."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+
+
+def test_prepare_for_tflite_folds_what_onnx2tf_mistranslates(paddle_like):
+    model = normalize_model(onnx.load(str(paddle_like[0])))
+    prepared = prepare_for_tflite(model, SHAPE)
+    ops = [n.op_type for n in prepared.graph.node]
+    # run-time shape arithmetic and the Reshape(bias)+Add after the SE convs are gone; BN is folded
+    assert not {"Shape", "Slice", "Concat", "Cast", "BatchNormalization"} & set(ops), ops
+    inits = {i.name for i in prepared.graph.initializer}
+    assert all(n.input[0] not in inits for n in prepared.graph.node if n.op_type == "Reshape")
+    assert ops.count("Add") < [n.op_type for n in model.graph.node].count("Add")
+    dims = [d.dim_value for d in prepared.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 48, 192]
+    assert all("@" not in n.name for n in prepared.graph.node)
+    assert {o.domain for o in prepared.opset_import} <= {"", "ai.onnx"}
+    x = np.random.default_rng(0).random(SHAPE["x"], dtype=np.float32)
+    ort = get_runtime("onnxruntime")
+    (want,) = ort.session(model).run({"x": x})
+    (got,) = ort.session(prepared).run({prepared.graph.input[0].name: x})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_near_zero_outputs_are_judged_by_absolute_difference():
+    rng = np.random.default_rng(0)
+    heat = rng.random((1, 1, 8, 8)) * 1e-5  # a detector's sigmoid map where nothing was found
+    other = rng.standard_normal((1, 10))
+    assert compare_outputs([heat, other], [heat + 1e-7, other + 1e-5], "fp32", vs_float=True).passed
+    # a real error on the large output still fails, even though the small one is within atol
+    assert not compare_outputs([heat, other], [heat, other + 0.1], "fp32", vs_float=True).passed
+    assert not compare_outputs([heat * 1e5], [heat * 1e5 + 1e-2], "fp32", vs_float=True).passed
+
+
+def test_onnx_and_openvino_exports_keep_dynamic_dims(paddle_like, tmp_path):
+    model, calib = paddle_like
+    r = export(model, "openvino", tmp_path / "ov", calib=calib)
+    assert r.verification.passed, r.verification
+    import openvino as ov
+
+    shape = ov.Core().read_model(str(r.artifact)).inputs[0].get_partial_shape()
+    assert shape.rank.get_length() == 4 and shape[2].is_dynamic and shape[3].is_dynamic, shape
+    r = export(model, "onnxruntime", tmp_path / "ort", shapes=SHAPE)
+    assert r.verification.passed, r.verification
+    dims = onnx.load(str(r.artifact)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][2:] == [0, 0]  # still symbolic: one file serves every width
+    sess = get_runtime("onnxruntime").session(r.artifact)
+    (y,) = sess.run({"x": np.random.default_rng(0).random((1, 3, 48, 320), dtype=np.float32)})
+    assert y.shape == (1, 4)
+
+
+def test_onnxruntime_int8_of_dynamic_model_with_shapes(paddle_like, tmp_path):
+    model, calib = paddle_like
+    r = export(model, "onnxruntime", tmp_path / "q", precision="int8", calib=calib, shapes=SHAPE)
+    assert r.verification.ran and r.verification.passed, r.verification
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(r.artifact)).graph.node)
+
+
+def test_litert_paddle_like_fp32_matches_and_int8_reuses_the_conversion(paddle_like, tmp_path, litert_tool, monkeypatch):
+    _offline(monkeypatch)
+    model, calib = paddle_like
+    cache = StageCache(tmp_path / "cache")
+    r = export(model, "litert", tmp_path / "fp32", precision="fp32", calib=calib, cache=cache)
+    v = r.verification
+    assert v.passed and v.rel_diff < 1e-3 and v.cosine > 0.9999, v  # was cosine 0.86 before the model was simplified
+    assert any("static in the .tflite (x=1x3x48x192)" in n for n in r.notes)
+    assert cache.misses == 1 and cache.hits == 0
+    r8 = export(model, "litert", tmp_path / "int8", precision="int8", calib=calib, cache=cache)
+    assert cache.misses == 1 and cache.hits == 1  # one onnx2tf run served both precisions
+    assert r8.verification.passed, r8.verification
+    assert (tmp_path / "fp32" / "model.tflite").read_bytes() == (tmp_path / "int8" / "model_fp32.tflite").read_bytes()
+
+
+@pytest.mark.slow
+def test_litert_fp32_of_real_ppocr_cls_matches(tmp_path, litert_tool, monkeypatch):
+    """The real PP-OCR direction classifier (Paddle MobileNetV3) once converted with cosine 0.86."""
+    _offline(monkeypatch)
+    r = export(PPOCR_CLS, "litert", tmp_path / "cls", shapes=SHAPE)
+    assert r.verification.passed and r.verification.rel_diff < 1e-3, r.verification
