@@ -33,7 +33,6 @@ import torch
 
 from hwopt.graph.load import atomic_write_text, load_model, save_model
 from hwopt.graph.normalize import normalize_model
-from hwopt.errors import HwoptError
 from hwopt.latency import extract_kernels, predict_kernels, predict_latency
 from hwopt.latency.profiler import measure_interleaved
 from hwopt.latency.table import load_table, tables_dir

@@ -4,10 +4,10 @@
     python benchmarks/prune_real_models.py --models ppocr_cls,ppocr_det --barriers
 
 Per model: channel groups found and prunable, the op that made each fixed group a barrier
-(`--barriers` lists them), then `prune_model` at ratio 0.3 with L1 and with OBSPA on 16 random
-calibration samples: groups pruned, MACs before/after, and three checks on the pruned file:
-it still accepts the original's dynamic input dims (run at a second, larger shape when H/W are
-dynamic), ratio 0 gives bit-identical outputs, and every output keeps its shape. Writes
+(`--barriers` lists them), then `prune_model` at ratio 0.3 with L1, data-free OBSPA and OBSPA on
+16 random calibration samples: groups pruned, MACs before/after, and checks on the pruned model:
+every output keeps its shape at the benchmark shape and at a larger one where dims are dynamic
+(the original's dynamic input dims still work), and ratio 0 gives bit-identical outputs. Writes
 benchmarks/results/prune_real_models.json.
 """
 
@@ -99,20 +99,21 @@ def one_model(m: RealModel, show_barriers: bool) -> dict:
         for reason, n in barrier_ops(groups).most_common():
             print(f"{'':20s}{n:4d}  {reason[:120]}")
     macs = census(prepare_model(original), shapes).macs
-    for label, kw in (("l1", {}), ("obs", {"criterion": "obs", "calib": random_data(m, 16)})):
+    runs = (("l1", {}), ("obs_free", {"criterion": "obs"}), ("obs", {"criterion": "obs", "calib": random_data(m, 16)}))
+    for label, kw in runs:
         t0 = time.perf_counter()
         try:
             res = prune_model(original, 0.3, shapes=shapes, **kw)
         except HwoptError as exc:
             row[label] = {"refused": str(exc)}
-            print(f"{'':20s}{label:4s} refused: {exc}", flush=True)
+            print(f"{'':20s}{label:8s} refused: {exc}", flush=True)
             continue
         s = res.summary
         row[label] = {"groups_pruned": s["groups_pruned"], "macs_before": macs, "macs_after": s["macs_after"],
                       "macs_ratio": round(macs / max(s["macs_after"], 1), 3), "params_after": s["params_after"],
                       "seconds": round(time.perf_counter() - t0, 1), **check_pruned(m, original, res.model)}
         r = row[label]
-        print(f"{'':20s}{label:4s} pruned {r['groups_pruned']:3d} groups  MACs {macs / 1e6:8.1f}M -> "
+        print(f"{'':20s}{label:8s} pruned {r['groups_pruned']:3d} groups  MACs {macs / 1e6:8.1f}M -> "
               f"{r['macs_after'] / 1e6:8.1f}M ({r['macs_ratio']:.2f}x)  {r['shape']}; {r['dynamic']}  {r['seconds']}s",
               flush=True)
     if prunable:

@@ -97,11 +97,12 @@ def _validate(models: list[Path], target: str, runtime: str, table: Path | None,
     if json_out:
         emit_json(report)
         return
-    t = Table(title=f"predicted vs measured on {report['measured_on']} ({runtime}, {report['threads']} thread(s))")
+    t = Table(title=f"predicted vs measured on {report['measured_on']} ({runtime}, {report['threads']} thread(s), "
+                    f"{report['clock']})")
     for col in ("model", "predicted ms", "measured ms", "rel. error"):
         t.add_column(col, justify="left" if col == "model" else "right")
     for r in report["models"]:
-        t.add_row(r["model"], f"{r['predicted_ms']:.3f}", f"{r['measured_ms']:.3f}", f"{r['rel_error']:+.1%}")
+        t.add_row(Path(r["model"]).name, f"{r['predicted_ms']:.3f}", f"{r['measured_ms']:.3f}", f"{r['rel_error']:+.1%}")
     console.print(t)
     s = report["summary"]
     console.print(f"within ±10%: {s['within_10pct']:.0%}  mean |error| {s['mean_abs_rel_error']:.1%}"

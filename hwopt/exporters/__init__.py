@@ -18,7 +18,7 @@ import onnx
 from hwopt.data import Dataset, load_dataset
 from hwopt.devices import DeviceProfile, load_device
 from hwopt.errors import HwoptError
-from hwopt.exporters.base import ExportResult, Verification, compare_outputs, is_quantized, resolve_output
+from hwopt.exporters.base import ExportResult, Verification, compare_outputs, is_quantized, quantized_ops, resolve_output
 from hwopt.exporters.onnxruntime_export import export_onnxruntime
 from hwopt.exporters.openvino_export import export_openvino
 from hwopt.exporters.tensorrt_export import QDQIssue, check_tensorrt_qdq, export_tensorrt, trtexec_command
@@ -111,5 +111,5 @@ def quantize_for_runtime(model: onnx.ModelProto, data: Dataset, runtime: str, de
 
 __all__ = [
     "FORMATS", "ExportResult", "QDQIssue", "Verification", "check_tensorrt_qdq", "compare_outputs", "export",
-    "is_quantized", "quantize_for_runtime", "trtexec_command",
+    "is_quantized", "quantize_for_runtime", "quantized_ops", "trtexec_command",
 ]

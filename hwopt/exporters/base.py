@@ -100,9 +100,32 @@ def compare_outputs(reference: list[np.ndarray], test: list[np.ndarray], precisi
     return Verification(True, passed, worst_abs, worst_rel, worst_cos)
 
 
+#: ops that only appear in a model quantized already: QDQ, QOperator, and dynamic int8 (ConvInteger...)
+_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear",
+                  "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+
+
+def quantized_ops(model: onnx.ModelProto) -> list[str]:
+    """The int8 op types `model` already uses (sorted; empty for a float model)."""
+    return sorted({n.op_type for n in model.graph.node if n.op_type in _QUANTIZED_OPS or n.op_type.startswith("QLinear")})
+
+
 def is_quantized(model: onnx.ModelProto) -> bool:
-    """True when the graph carries QDQ (or QOperator) int8 quantization already."""
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul") for n in model.graph.node)
+    """True when the graph carries int8 quantization already (QDQ, QOperator or dynamic int8 ops)."""
+    return bool(quantized_ops(model))
+
+
+def dynamic_dims_note(model: onnx.ModelProto) -> str | None:
+    """Deploy note for formats that keep dynamic input dims (ONNX, OpenVINO IR); None if all are static.
+
+    OCR and detection models are run on many input sizes, so these exports keep the source's
+    dynamic dims instead of baking in the size they were verified at.
+    """
+    from hwopt.graph.shapes import input_specs
+
+    dyn = [f"{s.name}[{','.join('?' if not isinstance(d, int) else str(d) for d in s.dims)}]"
+           for s in input_specs(model) if any(not isinstance(d, int) for d in s.dims)]
+    return f"dynamic input dims kept ({'; '.join(dyn)}): one file serves every input size" if dyn else None
 
 
 def resolve_output(out: PathLike, suffix: str, stem: str = "model") -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from hwopt.exporters.base import ExportResult
+from hwopt.exporters.base import ExportResult, dynamic_dims_note
 from hwopt.exporters.verify import Feeds, verify_session
 from hwopt.graph.load import atomic_write_bytes
 from hwopt.runtimes import get_runtime
@@ -80,7 +80,8 @@ def export_onnxruntime(
     rt = get_runtime("onnxruntime")
     v = verify_session(rt.session(out), reference, feeds, precision, vs_float=vs_float, reference_name="onnxruntime (source ONNX)")
     ort_check = verify_session(OrtSession(ort_path, 1, precision, "cpu"), reference, feeds, precision, vs_float=vs_float, reference_name="onnxruntime")
-    notes = [f"{ort_path.name}: ORT format, max abs diff {ort_check.max_abs_diff:.3g}"]
+    notes = [f"{ort_path.name}: ORT format, max abs diff {ort_check.max_abs_diff:.3g}", dynamic_dims_note(model)]
+    notes = [n for n in notes if n]
     if not ort_check.passed:
         v.passed = False
         v.reason = f"{ort_path.name} does not match the source model"

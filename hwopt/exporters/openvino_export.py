@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 
 from hwopt.errors import NotAvailableError
-from hwopt.exporters.base import ExportResult
+from hwopt.exporters.base import ExportResult, dynamic_dims_note
 from hwopt.exporters.verify import Feeds, verify_session
 from hwopt.graph.load import atomic_write_bytes, atomic_write_text
 from hwopt.runtimes import get_runtime
@@ -56,5 +56,6 @@ def export_openvino(
     )
     session = rt.session(out, precision=precision)
     v = verify_session(session, reference, feeds, precision, vs_float=vs_float, reference_name="onnxruntime (source ONNX)")
-    notes = [f"OpenVINO {rt.version()} compiled it to run in {session.precision}"]
+    notes = [f"OpenVINO {rt.version()} compiled it to run in {session.precision}", dynamic_dims_note(model)]
+    notes = [n for n in notes if n]
     return ExportResult("openvino", precision, out, [out, out.with_suffix(".bin"), deploy], v, notes)

@@ -7,7 +7,7 @@ ONNX graph itself is interpreted with torch ops (`OnnxModule`) and only initiali
 back (`write_back`): the graph the user gave stays the graph we ship.
 
 Weights (float initializers feeding Conv/ConvTranspose/Gemm/MatMul weight and bias slots, a bias
-Add after a MatMul, norm scales and biases, PRelu slopes) become `nn.Parameter`s; every other
+Add after a MatMul, norm scales and biases, PRelu slopes, LSTM W/R/B) become `nn.Parameter`s; every other
 constant is a buffer. Quantize/DequantizeLinear run as straight-through fake-quant, so QDQ models
 are trainable too (see `hwopt.graph.torch_ops.quantize_linear`).
 """
@@ -40,6 +40,7 @@ WEIGHT_SLOTS: dict[str, tuple[int, ...]] = {
     "LayerNormalization": (1, 2),
     "GroupNormalization": (1, 2),
     "PRelu": (1,),
+    "LSTM": (1, 2, 3),
 }
 
 #: integer range of each quantized ONNX element type

@@ -339,7 +339,8 @@ def lstm(x: list, a: Attrs) -> tuple[Tensor, Tensor, Tensor]:
     Only the default activations (Sigmoid, Tanh, Tanh) and full-length sequences are supported:
     that is what torch and Paddle exports emit.
     """
-    if a.get("activations") not in (None, ["Sigmoid", "Tanh", "Tanh"] * (2 if a.get("direction") == "bidirectional" else 1)):
+    default = ["Sigmoid", "Tanh", "Tanh"] * (2 if a.get("direction") == "bidirectional" else 1)
+    if a.get("activations") not in (None, default):
         raise HwoptError(f"LSTM with activations {a['activations']} is not supported by the ONNX-to-torch converter")
     if a.get("input_forget", 0):
         raise HwoptError("LSTM with input_forget=1 is not supported by the ONNX-to-torch converter")

@@ -18,7 +18,7 @@ from onnx import helper
 
 from hwopt.errors import HwoptError
 from hwopt.graph.normalize import constants_to_initializers
-from hwopt.graph.shapes import Shapes, infer_shapes, resolve_input_shapes, value_dtypes, value_shapes
+from hwopt.graph.shapes import Shapes, infer_shapes, resolve_input_shapes
 from hwopt.latency.kernels import RNN_OPS, Kernel, numel
 
 _BASIC_ACTS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid"})
@@ -122,9 +122,12 @@ class _Graph:
             constants_to_initializers(model)
         concrete = resolve_input_shapes(model, shapes)
         inferred = infer_shapes(model, concrete)
-        # exporters write unresolved dims as -1 (paddle2onnx outputs, e.g. (-1, 2)): those are unknown
-        self.shapes = {k: v for k, v in value_shapes(inferred).items() if all(d >= 0 for d in v)}
-        self.dtypes = value_dtypes(inferred)
+        # Shapes and types are read lazily, for the tensors kernels ask about: parsing every value_info
+        # up front was a quarter of a predict call (the search makes thousands)
+        graph = inferred.graph
+        self._info = {vi.name: vi for vi in (*graph.input, *graph.value_info, *graph.output)}
+        self._init_types = {t.name: (tuple(t.dims), t.data_type) for t in graph.initializer}
+        self.shapes: dict[str, tuple[int, ...] | None] = {}
         self.inits = {t.name for t in model.graph.initializer}
         self.alias: dict[str, str] = {}
         self.quantized: set[str] = set()
@@ -149,8 +152,28 @@ class _Graph:
         """False for shape arithmetic (int64 outputs), which runtimes constant-fold or run for free."""
         if node.op_type in _QLINEAR:  # int32 accumulators, but real work
             return True
-        t = self.dtypes.get(node.output[0]) if node.output else None
+        t = self._dtype(node.output[0]) if node.output else None
         return t is None or t in _FLOAT_TYPES
+
+    def _dtype(self, name: str) -> int | None:
+        if name in self._init_types:
+            return self._init_types[name][1]
+        vi = self._info.get(name)
+        return (vi.type.tensor_type.elem_type or None) if vi is not None else None
+
+    def _known_shape(self, name: str) -> tuple[int, ...] | None:
+        """Concrete dims of `name` or None; exporters write unresolved dims as -1 (paddle2onnx outputs,
+        e.g. (-1, 2)) and those count as unknown. Kernels fill in what they work out (`shapes`)."""
+        if name not in self.shapes:
+            if name in self._init_types:
+                self.shapes[name] = self._init_types[name][0]
+            else:
+                vi = self._info.get(name)
+                t = vi.type.tensor_type if vi is not None else None
+                # a symbolic dim (dim_param) reads as dim_value 0: unknown, like -1
+                dims = tuple([d.dim_value for d in t.shape.dim]) if t is not None and t.HasField("shape") else None
+                self.shapes[name] = dims if dims is not None and (not dims or min(dims) > 0) else None
+        return self.shapes[name]
 
     def resolve(self, name: str) -> str:
         while name in self.alias:
@@ -158,7 +181,7 @@ class _Graph:
         return name
 
     def shape(self, name: str) -> tuple[int, ...] | None:
-        return self.shapes.get(name) or self.shapes.get(self.resolve(name))
+        return self._known_shape(name) or self._known_shape(self.resolve(name))
 
     def is_const(self, name: str) -> bool:
         return self.resolve(name) in self.inits
@@ -295,7 +318,8 @@ def _make_kernel(g, node, op, x_idx, w_idx, dtype, fused, out, covered) -> Kerne
             kern = Kernel(op, inputs, out_shape, None, None, 1, 1, dtype, tuple(fused), names)
     if kern.output:  # what this kernel worked out is what the next one reads, if inference left it blank
         for name in (out, node.output[0]):
-            g.shapes.setdefault(name, kern.output)
+            if g.shape(name) is None:
+                g.shapes[name] = kern.output
     return kern
 
 

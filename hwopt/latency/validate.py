@@ -56,6 +56,7 @@ def validate_models(models: Sequence[str | os.PathLike], target: str, runtime: s
         pred = predict_latency(model, dev, runtime, own, table=table)
         rows.append({"model": str(path), "predicted_ms": pred.latency_ms, "measured_ms": meas,
                      "rel_error": pred.latency_ms / meas - 1, "sources": pred.sources})
-    return {"target": dev.name, "runtime": runtime, "threads": tab.threads, "measured_on": host_device(),
+    clock = "process CPU time" if (tab.threads or 1) == 1 else "wall time"
+    return {"target": dev.name, "runtime": runtime, "threads": tab.threads, "measured_on": host_device(), "clock": clock,
             "models": rows, "summary": error_summary([r["predicted_ms"] for r in rows],
                                                       [r["measured_ms"] for r in rows])}

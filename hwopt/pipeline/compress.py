@@ -19,6 +19,7 @@ import onnx
 from hwopt.data import Dataset, accuracy_metrics, load_dataset, run_outputs
 from hwopt.devices import DeviceProfile, load_device
 from hwopt.errors import HwoptError
+from hwopt.exporters import quantized_ops
 from hwopt.graph.census import census
 from hwopt.graph.load import atomic_write_bytes, custom_ops, load_model, save_model
 from hwopt.graph.normalize import normalize_model
@@ -61,6 +62,10 @@ def _load_source(model: PathLike, cache: StageCache) -> Artifact:
     bad = custom_ops(proto)
     if bad:
         raise HwoptError(f"model uses custom ops no runtime here implements: {', '.join(bad)}")
+    int8 = quantized_ops(proto)
+    if int8:
+        raise HwoptError(f"model is already quantized ({', '.join(int8)}): compress starts from the float model; "
+                         "`hwopt export` converts a quantized model as it is")
 
     def run(work: Path) -> dict:
         return Artifact(save_model(normalize_model(proto), work / "model.onnx"), meta={"stage": "load", "source": str(src)}).to_dict(work)
@@ -130,7 +135,8 @@ def compress(
     elif recipe is not None:
         plan = load_recipe(recipe)
     else:
-        plan = plan_recipe(device, max_accuracy_drop=max_accuracy_drop, latency_ms=latency_ms, has_calib=calib_ds is not None)
+        plan = plan_recipe(device, max_accuracy_drop=max_accuracy_drop, latency_ms=latency_ms, has_calib=calib_ds is not None,
+                           model_macs=census(proto, concrete).macs)
     if plan.target != device.name:
         raise HwoptError(f"recipe is for target {plan.target}, but --target is {device.name}")
     out.mkdir(parents=True, exist_ok=True)
@@ -211,6 +217,13 @@ def _try(cand: Candidate, source: Artifact, cache: StageCache, ctx: StageContext
     except HwoptError as exc:
         rec.update(status="unavailable" if "tool missing" in str(exc) or "not available" in str(exc) else "failed",
                    reason=str(exc))
+        rec["trace"] = pipe.trace
+        return rec, None
+    except Exception as exc:  # noqa: BLE001 - a runtime's or converter's own crash on one candidate
+        # must not lose the others' results; it is recorded as failed, by type, and the run warns
+        stage = steps[min(len(pipe.trace), len(steps) - 1)].stage
+        rec.update(status="failed", reason=f"internal error in the {stage} stage: {type(exc).__name__}: "
+                   f"{' '.join(str(exc).split())[:300]}")
         rec["trace"] = pipe.trace
         return rec, None
     m = art.meta

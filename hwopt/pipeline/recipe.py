@@ -48,6 +48,11 @@ INT8_LEVELS: list[tuple[str, dict]] = [
     ("mixed", {"method": "percentile", "bias_correction": True, "max_accuracy_drop": None}),  # budget filled in
 ]
 PRUNE_RATIOS = (0.25, 0.5)
+#: above this many multiply-accumulates per inference the costly int8 levels (AdaRound, mixed
+#: precision: minutes per layer-wise pass on a big detector) are left out of the default plan
+HEAVY_MACS = 500_000_000
+#: int8 levels planned for such a model (min-max, percentile + bias correction)
+HEAVY_LEVELS = 2
 
 
 @dataclass
@@ -160,8 +165,13 @@ def plan_recipe(
     latency_ms: float | None = None,
     has_calib: bool = True,
     pruning: bool | None = None,
+    model_macs: int | None = None,
 ) -> Recipe:
-    """The default plan for `device` under the budgets (see the module docstring for the rules)."""
+    """The default plan for `device` under the budgets (see the module docstring for the rules).
+
+    `model_macs` (from the census) bounds the work on big models: above HEAVY_MACS only the
+    first HEAVY_LEVELS int8 levels are planned, and the recipe's notes say so.
+    """
     runtimes = candidate_runtimes(device)
     if not runtimes:
         raise HwoptError(f"no runtime of {device.name} ({', '.join(device.runtimes)}) can be exported to or run here")
@@ -176,8 +186,14 @@ def plan_recipe(
     if int8_wanted and not has_calib:
         r.notes.append("int8 candidates skipped: they need calibration data (--calib)")
     elif int8_wanted:
+        levels = None
+        if model_macs is not None and model_macs > HEAVY_MACS:
+            levels = HEAVY_LEVELS
+            skipped = ", ".join(name for name, _ in INT8_LEVELS[levels:])
+            r.notes.append(f"large model ({model_macs / 1e9:.2f} GMACs): int8 levels {skipped} left out to bound the run "
+                           "time; add them to the recipe and run it with --recipe to try them")
         for rt in runtimes:
-            r.candidates += _int8_group(rt, f"{rt}-int8", [], max_accuracy_drop)
+            r.candidates += _int8_group(rt, f"{rt}-int8", [], max_accuracy_drop, levels)
     if pruning is None:
         pruning = latency_ms is not None
     if pruning and has_calib:

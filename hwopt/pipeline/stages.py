@@ -210,6 +210,9 @@ def evaluate(art: Artifact, opts: EvaluateOptions, ctx: StageContext, work: Path
     ds = ctx.eval if opts.eval_limit is None else ctx.eval.subset(opts.eval_limit)
     outs = run_outputs(session, ds)
     ref = [r[: len(ds)] for r in ctx.reference]
+    if [o.shape for o in outs] != [r.shape for r in ref]:
+        raise HwoptError(f"{opts.runtime} {opts.precision} outputs have shapes {[o.shape for o in outs]}, the ONNX model's "
+                         f"{[r.shape for r in ref]} on the same {len(ds)} samples")
     metrics = accuracy_metrics(outs, ds.labels, ref)
     meta = dict(art.meta)
     meta.update({"accuracy": metrics["accuracy"], "metric": metrics["metric"], "sqnr_db": metrics.get("sqnr_db"),

@@ -76,7 +76,12 @@ def apply_pruning(
                 edits.setdefault((mb.node, mb.slot), []).append((mb.axis, pos_mask))
             else:
                 rewrites.append((mb, pos_mask))
-    _Rewriter(m, weights or {}).run(edits, rewrites)
+    try:
+        _Rewriter(m, weights or {}).run(edits, rewrites)
+    except HwoptError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a rewrite the groups did not foresee: one line, no traceback
+        raise HwoptError(f"pruning could not rewrite the model ({type(exc).__name__}: {str(exc)[:200]})") from exc
     if validate:
         validate_pruned(model, m, shapes)
     return m

@@ -30,8 +30,8 @@ from hwopt.pruning.rules import attr
 #: above this many unfolded columns a conv's Hessian is built per channel and spread over the kernel
 MAX_COLUMNS = 4096
 DAMP = 0.01
-#: largest unfolded conv input held at once while summing XXᵀ (it is built in bands of output rows)
-UNFOLD_BYTES = 64 << 20
+#: output positions per sample whose conv patches enter the Hessian (a fixed random subset beyond it)
+MAX_POSITIONS = 1024
 #: consumer activations one calibration batch may produce
 ACTIVATION_BYTES = 256 << 20
 
@@ -93,11 +93,12 @@ def consumers(model: onnx.ModelProto, groups: Sequence[ChannelGroup]) -> list[Co
 def _gram(c: Consumer, x: np.ndarray) -> tuple[np.ndarray, int]:
     """Σ xxᵀ over the input columns seen by one consumer, and how many columns were summed.
 
-    An unfolded conv input is C·k² x positions; at detector resolutions that is hundreds of MB,
-    so the output rows are unfolded in bands of at most `UNFOLD_BYTES` and their sums added.
+    An unfolded conv input is C·k² x positions: at detector resolutions hundreds of MB and most
+    of OBSPA's time. Beyond `MAX_POSITIONS` output positions per sample, a fixed random subset of
+    positions is unfolded (their patches gathered directly), which bounds memory and time; the
+    Hessian is a mean over columns, so a subset estimates it without bias.
     """
     import torch
-    import torch.nn.functional as F
 
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if not (c.node.op_type == "Conv" and c.unfold):
@@ -105,28 +106,26 @@ def _gram(c: Consumer, x: np.ndarray) -> tuple[np.ndarray, int]:
             t = t.movedim(1, -1)
         cols = t.reshape(-1, t.shape[-1])
         return (cols.T @ cols).double().numpy(), cols.shape[0]
-    kernel = c.kernel_shape
+    (kh, kw), size = c.kernel_shape, tuple(t.shape[2:])
     dil = tuple(attr(c.node, "dilations", [1, 1]))
     stride = tuple(attr(c.node, "strides", [1, 1]))
-    t = F.pad(t, _conv_pads(c.node, t.shape[2:], kernel, dil, stride))
-    span = dil[0] * (kernel[0] - 1) + 1  # input rows one output row reads
-    out_h = (t.shape[2] - span) // stride[0] + 1
-    out_w = (t.shape[3] - dil[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-    row_bytes = 4 * t.shape[0] * t.shape[1] * kernel[0] * kernel[1] * max(out_w, 1)
-    band = max(1, UNFOLD_BYTES // row_bytes)
-    total, count = 0, 0
-    for r0 in range(0, out_h, band):
-        r1 = min(out_h, r0 + band)
-        piece = t[:, :, r0 * stride[0] : (r1 - 1) * stride[0] + span]
-        cols = F.unfold(piece, kernel, dilation=dil, stride=stride).transpose(1, 2)
-        cols = cols.reshape(-1, cols.shape[-1])
-        total = total + (cols.T @ cols).double()
-        count += cols.shape[0]
-    return total.numpy(), count
+    (top, bottom), (left, right) = _conv_pads(c.node, size, (kh, kw), dil, stride)
+    out_h = (size[0] + top + bottom - dil[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (size[1] + left + right - dil[1] * (kw - 1) - 1) // stride[1] + 1
+    pos = np.arange(out_h * out_w)
+    if pos.size > MAX_POSITIONS:
+        pos = np.sort(np.random.default_rng(0).choice(pos, MAX_POSITIONS, replace=False))
+    rows = torch.from_numpy((pos // out_w)[:, None] * stride[0] - top + np.arange(kh)[None, :] * dil[0])
+    cols_ = torch.from_numpy((pos % out_w)[:, None] * stride[1] - left + np.arange(kw)[None, :] * dil[1])
+    inside = ((rows >= 0) & (rows < size[0]))[:, :, None] & ((cols_ >= 0) & (cols_ < size[1]))[:, None, :]
+    patches = t[:, :, rows.clamp(0, size[0] - 1)[:, :, None], cols_.clamp(0, size[1] - 1)[:, None, :]]
+    patches = patches * inside  # (N, C, P, kh, kw), zero where the kernel reads padding
+    cols = patches.permute(0, 2, 1, 3, 4).reshape(-1, t.shape[1] * kh * kw)
+    return (cols.T @ cols).double().numpy(), cols.shape[0]
 
 
-def _conv_pads(node: onnx.NodeProto, size, kernel, dil, stride) -> tuple[int, int, int, int]:
-    """F.pad amounts (left, right, top, bottom) of a 2-D conv, explicit or from auto_pad SAME_*."""
+def _conv_pads(node: onnx.NodeProto, size, kernel, dil, stride) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) padding of a 2-D conv, explicit or from auto_pad SAME_*."""
     auto = attr(node, "auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
     if auto in ("SAME_UPPER", "SAME_LOWER"):
@@ -135,10 +134,9 @@ def _conv_pads(node: onnx.NodeProto, size, kernel, dil, stride) -> tuple[int, in
             need = max(0, (-(-n // st) - 1) * st + d * (k - 1) + 1 - n)
             lo = need // 2 if auto == "SAME_UPPER" else need - need // 2
             pads.append((lo, need - lo))
-        (top, bottom), (left, right) = pads
-        return left, right, top, bottom
+        return pads[0], pads[1]
     top, left, bottom, right = list(attr(node, "pads", [0, 0, 0, 0]))
-    return left, right, top, bottom
+    return (top, bottom), (left, right)
 
 
 def _batch_size(model: onnx.ModelProto, probe_bytes: int) -> int:

@@ -156,16 +156,12 @@ def prune_model(
     return PruneResult(pruned, summary)
 
 
-#: ops of an already-quantized graph: their integer weights are not channels pruning can slice
-QUANTIZED_OPS = frozenset(
-    "ConvInteger MatMulInteger QLinearConv QLinearMatMul DynamicQuantizeLSTM DynamicQuantizeMatMul "
-    "QuantizeLinear DequantizeLinear DynamicQuantizeLinear QGemm QAttention".split()
-)
-
-
 def _nothing_prunable(model: onnx.ModelProto, groups: list[ChannelGroup]) -> str:
-    """The one-line refusal when no group can lose a channel, naming the cause."""
-    quantized = sorted({n.op_type for n in model.graph.node} & QUANTIZED_OPS)
+    """The one-line refusal when no group can lose a channel, naming the cause (an already
+    quantized graph: its integer weights are not channels pruning can slice)."""
+    from hwopt.quant.qdq import quantized_ops
+
+    quantized = sorted(quantized_ops(model))
     if quantized:
         return (f"the model is already quantized ({', '.join(quantized)}): prune the float model, "
                 "then quantize the pruned one")

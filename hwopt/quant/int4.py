@@ -41,7 +41,8 @@ def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         out = version_converter.convert_version(model, INT4_OPSET)
     except Exception as exc:  # the converter raises plain RuntimeError/ValueError with long texts
-        raise HwoptError(f"cannot upgrade the model to opset {INT4_OPSET} for INT4 weights: {str(exc).splitlines()[0]}") from exc
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HwoptError(f"cannot upgrade the model to opset {INT4_OPSET} for INT4 weights: {first}") from exc
     # the converter keeps graph and metadata but not always the IR version the new types need
     out.ir_version = max(out.ir_version, INT4_IR_VERSION)
     return out

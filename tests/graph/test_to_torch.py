@@ -436,3 +436,15 @@ def test_ort_quantize_static_qdq_model_matches(tmp_path) -> None:
     out_scale = float(np.abs(fused).max()) / 127
     assert np.abs(got - fused).max() <= 3 * out_scale  # fused int8 kernels requantize slightly differently
     assert (got.argmax(1) == fused.argmax(1)).mean() >= 0.75
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_lstm_matches_onnxruntime(direction: str) -> None:
+    """Torch-exported CRNNs (e.g. ddddocr's recognizer) end in a bidirectional LSTM."""
+    dirs, hidden = (2 if direction == "bidirectional" else 1), 3
+    inits = {"W": f32(dirs, 4 * hidden, 4), "R": f32(dirs, 4 * hidden, hidden), "B": f32(dirs, 8 * hidden),
+             "h0": f32(dirs, 2, hidden), "c0": f32(dirs, 2, hidden), "P": f32(dirs, 3 * hidden)}
+    model, feeds = single_node("LSTM", {"x": f32(5, 2, 4)}, inits, n_out=3, direction=direction, hidden_size=hidden,
+                               order=["x", "W", "R", "B", "", "h0", "c0", "P"])
+    assert_matches(model, feeds)
+    assert {"W", "R", "B"} <= weight_initializers(model)

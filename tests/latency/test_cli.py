@@ -55,3 +55,19 @@ def test_predict_missing_model_exits_2(tmp_path):
 def test_profile_refuses_a_target_not_present_here(tmp_path):
     res = runner.invoke(app, ["profile", "--target", "rpi4", "--runtime", "litert", "-o", str(tmp_path / "t.json")])
     assert res.exit_code == 2 and "not present here" in res.stderr
+
+
+def test_validate_measures_a_real_paddle_model_with_its_shape(tmp_path, model_path):
+    """The committed PP-OCR classifier (dynamic H/W, Constant weights) next to a static model: each gets
+    the --shape entries naming its own input, both are measured here and predicted."""
+    from pathlib import Path
+
+    real = Path(__file__).resolve().parents[1] / "data" / "ppocr_cls.onnx"
+    res = runner.invoke(app, ["predict", "--validate", str(real), str(model_path), "--target", "x86-avx512",
+                              "--runtime", "onnxruntime", "--shape", "x=1x3x48x192", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["clock"] == "process CPU time" and len(doc["models"]) == 2
+    for row in doc["models"]:
+        assert row["measured_ms"] > 0 and row["predicted_ms"] > 0
+        assert row["rel_error"] == pytest.approx(row["predicted_ms"] / row["measured_ms"] - 1)

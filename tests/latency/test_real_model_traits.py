@@ -178,3 +178,26 @@ def test_validate_gives_each_model_its_own_shapes():
     assert per == [{"x": (1, 3, 32, 64)}, {"seq": (5, 1, 24)}]
     with pytest.raises(HwoptError, match="none of the models has"):
         _shapes_per_model([a, b], {"images": (1, 3, 32, 32)})
+
+
+def test_lstm_parts_are_the_projection_and_one_product_per_step():
+    (k,) = extract_kernels(_lstm_model(seq=10, hidden=32, inp=24), "onnxruntime")
+    (proj, n_proj), (step, n_step) = k.rnn_parts()
+    assert (proj.inputs, proj.weight, n_proj) == (((10, 24),), (24, 128), 2)
+    assert (step.inputs, step.weight, n_step) == (((1, 32),), (32, 128), 20)
+    assert n_proj * proj.macs + n_step * step.macs == k.macs  # the parts do exactly the layer's work
+
+
+def test_cpu_clock_counts_work_not_waiting():
+    """burst_ms(cpu=True) is the process's CPU time: a run that sleeps (as a throttled process waits)
+    costs wall time but almost no CPU time."""
+    import time
+
+    from hwopt.latency.profiler import burst_ms
+
+    class Sleeper:
+        def run(self, feeds):
+            time.sleep(0.01)
+
+    assert burst_ms(Sleeper(), {}, 3, cpu=False) >= 9.0
+    assert burst_ms(Sleeper(), {}, 3, cpu=True) < 3.0

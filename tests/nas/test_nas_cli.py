@@ -50,13 +50,21 @@ def test_search_writes_configs_models_plot_and_json(setup):
     assert doc["metric"] == "top1" and len(doc["results"]) == 2
     for res in doc["results"]:
         assert res["latency_ms"] <= res["budget_ms"] + 1e-9
+        # refined on this machine: the chosen subnet was timed whole, and meets the budget unless
+        # every bias-corrected round failed to (then the fastest measured candidate is reported)
+        assert res["measured_latency_ms"] is not None and res["candidates"]
+        assert res["measured_latency_ms"] <= res["budget_ms"] or res["search_rounds"] == 3
+        assert res["accuracy"] == max(c["accuracy"] for c in res["candidates"] if c["accuracy"] is not None)
         assert (out / res["config_file"]).is_file()
         onnx.checker.check_model(onnx.load(out / res["onnx"]), full_check=True)
         saved = json.loads((out / res["config_file"]).read_text())
         assert saved["config"] == res["config"]
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    again = _search(model, root, root / "out2", "--budgets", budgets, "--seed", "3", "--json")
-    assert [x["config"] for x in json.loads(again.stdout)["results"]] == [x["config"] for x in doc["results"]]
+    # the search itself is seeded (measured refinement depends on timings, so it is off here)
+    runs = [_search(model, root, root / f"again{i}", "--budgets", budgets, "--seed", "3", "--refine-top", "0", "--json")
+            for i in range(2)]
+    configs = [[x["config"] for x in json.loads(r.stdout)["results"]] for r in runs]
+    assert configs[0] == configs[1]
 
 
 @pytest.mark.parametrize("args, message", [
