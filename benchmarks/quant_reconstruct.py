@@ -123,9 +123,11 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 def verdict(hi: dict | None, lo: dict | None) -> str | None:
     """'yes' when `hi` beats `lo` by more than both standard deviations, 'no' when it loses by
-    that much, 'noise' otherwise (None when either is missing)."""
+    that much, 'noise' otherwise ('n<2' with fewer than two runs each, None when either is missing)."""
     if not hi or not lo or not hi.get("n") or not lo.get("n"):
         return None
+    if min(hi["n"], lo["n"]) < 2:
+        return "n<2"
     gap, noise = hi["mean"] - lo["mean"], max(hi["std"], lo["std"])
     return "yes" if gap > noise else "no" if gap < -noise else "noise"
 

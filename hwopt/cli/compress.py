@@ -116,7 +116,9 @@ def export_cmd(
         for f in res.files:
             if f != res.artifact:
                 console.print(f"  also {f}")
-        if v.ran:
+        if v.ran and v.max_abs_diff is None:
+            console.print(f"[red]FAILED[/]: {v.reason}")
+        elif v.ran:
             verdict = "[green]verified[/]" if v.passed else "[red]MISMATCH[/]"
             console.print(f"{verdict}: max abs diff {v.max_abs_diff:.3g}, cosine {v.cosine:.6f} over {v.samples} samples "
                           f"vs {v.reference}")

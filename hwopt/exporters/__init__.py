@@ -72,6 +72,10 @@ def export(
     if device is not None and to not in device.runtimes:
         raise HwoptError(f"target {device.name} runs {', '.join(device.runtimes)}, not {to}")
     proto = normalize_model(model if isinstance(model, onnx.ModelProto) else load_model(model))
+    int8_ops = quantized_ops(proto)
+    if int8_ops and precision != "int8":
+        raise HwoptError(f"model is already quantized ({', '.join(int8_ops)}); it cannot become {precision}: "
+                         "export it with --precision int8 to pass it through as it is")
     data = calib if isinstance(calib, Dataset) or calib is None else load_dataset(calib, proto)
     if data is not None:
         concrete = {s.name: (1, *data.inputs[s.name].shape[1:]) for s in input_specs(proto)}

@@ -35,6 +35,9 @@ class Roofline:
     # narrow layers do not fill the vector units / register tiles: dense-family efficiency is scaled
     # by c / (c + channel_half), c = min(input channels per group, output channels)
     channel_half: float = 0.0
+    # the same for dense kxk convs when fitted apart (None: channel_half): small 3x3 convs run far
+    # below peak and large ones (Winograd, big register tiles) far above, unlike 1x1 convs
+    conv_channel_half: float | None = None
     threads: int | None = None  # None: efficiencies are relative to the whole device's peak
     source_scales: list[float] = field(default_factory=lambda: [1.0])  # speed of each calibration source vs the table
 
@@ -78,9 +81,13 @@ def roofline_ms(terms: tuple[np.ndarray, ...], r: Roofline) -> np.ndarray:
     """Per-kernel milliseconds from precomputed terms (vectorized: the search calls this a lot)."""
     comp, mem, fam, chan = terms
     eff = np.array([r.efficiency.get(f, 1.0) for f in FAMILIES])[fam]
-    if r.channel_half > 0:
+    if r.channel_half > 0 or r.conv_channel_half:
         dense = np.isfinite(chan)
-        eff = np.where(dense, eff * np.where(dense, chan, 1.0) / (np.where(dense, chan, 1.0) + r.channel_half), eff)
+        c = np.where(dense, chan, 1.0)
+        half = np.full(len(fam), r.channel_half)
+        if r.conv_channel_half is not None:
+            half[fam == FAMILIES.index("conv")] = r.conv_channel_half
+        eff = np.where(dense, eff * c / (c + half), eff)
     return np.maximum(comp / eff, mem / r.memory_efficiency) + r.kernel_overhead_ms
 
 
@@ -96,6 +103,7 @@ def fit_roofline(
     threads: int | None = None,
     per_kernel: bool = False,
     sources: Sequence[int] | None = None,
+    conv_half: bool = False,
 ) -> Roofline:
     """Fit efficiencies and overheads so that predicted totals match measured ones in log space.
 
@@ -104,7 +112,8 @@ def fit_roofline(
     because latencies span orders of magnitude and ranking is what a search needs. `sources`
     (an index per model, 0 = the reference) lets data measured under other, unknown settings
     (thread count, runtime version) share the per-family shape of the model while getting their
-    own overall speed factor, returned in `Roofline.source_scales`. A family whose FLOPs barely
+    own overall speed factor, returned in `Roofline.source_scales`. `conv_half` fits the dense
+    kxk convs' channel saturation apart from the 1x1 convs' and GEMMs'. A family whose FLOPs barely
     vary across the models cannot be told apart from the overheads and keeps its default.
     """
     from scipy.optimize import least_squares
@@ -123,14 +132,16 @@ def fit_roofline(
     n_f = len(fams)
     n_mo = 0 if per_kernel else 1
     n_s = n_src - 1
+    n_c = 1 if conv_half else 0
 
     def unpack(p: np.ndarray) -> Roofline:
         eff = dict(DEFAULT_EFFICIENCY)
         eff.update({f: float(np.exp(v)) for f, v in zip(fams, p[:n_f])})
         mo = float(np.exp(p[n_f + 2])) if n_mo else 0.0
         scales = [1.0] + [float(np.exp(v)) for v in p[n_f + 2 + n_mo:n_f + 2 + n_mo + n_s]]
-        return Roofline(eff, float(np.exp(p[n_f])), float(np.exp(p[n_f + 1])), mo, float(np.exp(p[-1])), threads,
-                        scales)
+        conv = float(np.exp(p[-2])) if n_c else None
+        return Roofline(eff, float(np.exp(p[n_f])), float(np.exp(p[n_f + 1])), mo, float(np.exp(p[-1])), conv,
+                        threads, scales)
 
     def residual(p: np.ndarray) -> np.ndarray:
         r = unpack(p)
@@ -138,8 +149,9 @@ def fit_roofline(
         total = np.bincount(owner, weights=per, minlength=len(models)) + r.model_overhead_ms
         return np.log(total * np.asarray(r.source_scales)[src]) - y
 
-    p0 = np.log([DEFAULT_EFFICIENCY[f] for f in fams] + [0.5, 0.01] + [0.05] * n_mo + [1.0] * n_s + [8.0])
-    lo = np.log([1e-4] * n_f + [1e-3, 1e-6] + [1e-6] * n_mo + [1e-2] * n_s + [1e-2])
-    hi = np.log([1.0] * n_f + [1.0, 10.0] + [100.0] * n_mo + [1e2] * n_s + [1e4])
+    p0 = np.log([DEFAULT_EFFICIENCY[f] for f in fams] + [0.5, 0.01] + [0.05] * n_mo + [1.0] * n_s + [64.0] * n_c
+                + [8.0])
+    lo = np.log([1e-4] * n_f + [1e-3, 1e-6] + [1e-6] * n_mo + [1e-2] * n_s + [1e-2] * n_c + [1e-2])
+    hi = np.log([1.0] * n_f + [1.0, 10.0] + [100.0] * n_mo + [1e2] * n_s + [1e5] * n_c + [1e4])
     sol = least_squares(residual, np.clip(p0, lo + 1e-9, hi - 1e-9), bounds=(lo, hi), loss="soft_l1", f_scale=0.2)
     return unpack(sol.x)

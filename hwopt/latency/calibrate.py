@@ -92,7 +92,7 @@ def cross_validate(ds: Dataset, device: DeviceProfile, *, folds: int = 5, seed: 
     for f in range(folds):
         test = idx[f::folds]
         train = np.setdiff1d(idx, test)
-        r = fit_roofline([ds[i][0] for i in train], [ds[i][1] for i in train], device)
+        r = fit_roofline([ds[i][0] for i in train], [ds[i][1] for i in train], device, conv_half=True)
         pred[test] = predict_totals([ds[i][0] for i in test], device, r)
     s = error_summary(pred, [d[1] for d in ds])
     return {"folds": folds, "models": s["models"], "spearman": round(s["spearman"], 4),
@@ -133,7 +133,7 @@ def calibrate_device(data: Path, hw: str, device: DeviceProfile, *, limit: int,
     def fit(extra: Dataset) -> Roofline:
         ds = extra + nb + fb
         srcs = [0] * len(extra) + [base] * len(nb) + [base + 1] * len(fb)
-        return fit_roofline([d[0] for d in ds], [d[1] for d in ds], device, sources=srcs)
+        return fit_roofline([d[0] for d in ds], [d[1] for d in ds], device, sources=srcs, conv_half=True)
 
     r = fit(a_models)
     report = {
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     repo = Path(__file__).resolve().parents[2]
     ap.add_argument("--data", type=Path, default=repo.parent / "shared" / "data" / "latency")
     ap.add_argument("--out", type=Path, default=repo / "latency_tables")
-    ap.add_argument("--limit", type=int, default=1500, help="NB201 archs per device (FBNet: half)")
+    ap.add_argument("--limit", type=int, default=300, help="NB201 archs per device (FBNet: half)")
     args = ap.parse_args(argv)
     if not (args.data / "README.md").is_file():
         raise HwoptError(f"calibration data not found in {args.data}")

@@ -20,6 +20,7 @@ from hwopt.errors import HwoptError
 from hwopt.graph.normalize import constants_to_initializers
 from hwopt.graph.shapes import Shapes, infer_shapes, resolve_input_shapes
 from hwopt.latency.kernels import RNN_OPS, Kernel, numel
+from hwopt.latency.ort_qdq import QdqPlacement
 
 _BASIC_ACTS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid"})
 _ALL_ACTS = _BASIC_ACTS | {"HardSwish", "Swish", "Gelu", "Elu", "PRelu", "Mish", "Softplus"}
@@ -132,16 +133,19 @@ class _Graph:
         self.alias: dict[str, str] = {}
         self.quantized: set[str] = set()
         self.nodes: list[onnx.NodeProto] = []
+        self.order: list[onnx.NodeProto] = []  # data nodes and Q/DQ nodes, in graph order
         for node in model.graph.node:
             if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
                 self.alias[node.output[0]] = self.resolve(node.input[0])
                 self.quantized.add(self.resolve(node.input[0]))
                 self.quantized.add(node.output[0])
+                self.order.append(node)
             elif node.op_type in _FREE or not self._is_data(node):
                 if node.input and node.output and node.op_type not in ("Shape", "Size", "Constant", "ConstantOfShape"):
                     self.alias[node.output[0]] = self.resolve(node.input[0])
             else:
                 self.nodes.append(node)
+                self.order.append(node)
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
         for node in self.nodes:
             for i in node.input:
@@ -205,23 +209,32 @@ def _activation_at(g: _Graph, tensor: str, allowed: frozenset[str]) -> tuple[str
     return None
 
 
-def extract_kernels(model: onnx.ModelProto, runtime: str, shapes: Shapes | None = None) -> list[Kernel]:
+def extract_kernels(model: onnx.ModelProto, runtime: str, shapes: Shapes | None = None, *,
+                    placement: QdqPlacement | None = None) -> list[Kernel]:
     """Cut a model into the kernels `runtime` runs, in execution order.
 
     QDQ models give int8 kernels (a matrix op whose input and weight come through
     DequantizeLinear); Q/DQ nodes themselves are absorbed. Shape arithmetic and views are free.
+    `placement` (what onnxruntime's optimizer left, see `ort_qdq`) overrides that per node: nodes
+    it left as float ops are fp32 kernels and its remaining Q/DQ nodes are kernels of their own.
     """
     rule = fusion_rule(runtime)
     g = _Graph(model, shapes)
     done: set[int] = set()
     kernels: list[Kernel] = []
-    for node in g.nodes:
+    for node in g.order:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            if placement is not None and node.name in placement.qdq_nodes:
+                shape = g.shape(node.input[0]) or g.shape(node.output[0]) or ()
+                kernels.append(Kernel(node.op_type, (shape,), shape, nodes=(node.name,)))
+            continue
         if id(node) in done:
             continue
         covered = [node]
         op, x_idx, w_idx = _QLINEAR.get(node.op_type, (node.op_type, 0, 1))
         is_q = node.op_type in _QLINEAR or node.op_type == "DynamicQuantizeLSTM" or (
             bool(node.input) and g.resolve(node.input[0]) in g.quantized
+            and not (placement is not None and node.name in placement.float_nodes)
         )
         dtype = "int8" if is_q else "fp32"
         out = node.output[0]

@@ -25,6 +25,7 @@ _ELTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "Where"}
 _ACTS = {
     "Relu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "Swish", "Gelu", "Elu", "Erf",
     "Exp", "Sqrt", "Softplus", "PRelu", "Mish", "Neg", "Abs", "Reciprocal", "Cast",
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",  # one elementwise pass over the tensor
 }
 _POOLS = {"MaxPool", "AveragePool"}
 _GPOOLS = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceSum"}

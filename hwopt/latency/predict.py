@@ -25,6 +25,7 @@ from hwopt.graph.shapes import Shapes
 from hwopt.latency.analytical import kernels_ms
 from hwopt.latency.fusion import extract_kernels
 from hwopt.latency.kernels import Kernel
+from hwopt.latency.ort_qdq import observed_placement
 from hwopt.latency.predictor import KernelPredictor
 from hwopt.latency.table import LatencyTable, load_table, tables_dir
 
@@ -169,4 +170,6 @@ def predict_latency(model: onnx.ModelProto | str | os.PathLike, target: str | De
     dev = _device(target)
     rt = runtime or dev.preferred_runtime
     proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
-    return predict_kernels(extract_kernels(proto, rt, shapes), dev, rt, table=table)
+    # onnxruntime here: ask it which QDQ groups it fuses (no static rule matched what it does)
+    placement = observed_placement(proto) if rt == "onnxruntime" and dev.present_here else None
+    return predict_kernels(extract_kernels(proto, rt, shapes, placement=placement), dev, rt, table=table)

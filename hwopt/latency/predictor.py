@@ -98,8 +98,8 @@ class KernelPredictor:
         self.families = families
 
     def covers(self, kernel: Kernel) -> bool:
-        """Families it was trained on; recurrent layers are never profiled, so they keep the roofline
-        (the trees' gemm corrections, learned on single matrix products, tripled an LSTM's time)."""
+        """Families it was trained on. A recurrent layer as a whole is not covered: `predict` prices it
+        through its GEMM parts (taken as one product, the trees' corrections tripled an LSTM's time)."""
         return kernel.family in self.families and kernel.op not in RNN_OPS
 
     def predict(self, kernels: Sequence[Kernel], device: DeviceProfile, roofline: Roofline) -> np.ndarray:

@@ -26,7 +26,7 @@ from hwopt.graph.load import atomic_write_text
 from hwopt.nas.genes import AdditiveLatency, Term
 from hwopt.nas.timers import make_timer
 
-FORMAT = 2  # bump when the file layout or the meaning of a table changes
+FORMAT = 3  # bump when the file layout or the meaning of a table changes
 DEFAULT_MAX_AGE_DAYS = 14.0
 
 

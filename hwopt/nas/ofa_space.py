@@ -76,9 +76,11 @@ class OFASearchSpace:
         return pop
 
     def features(self, pop: np.ndarray) -> np.ndarray:
-        """One-hot kernel and expand per block position (zeros when skipped) plus one-hot resolution."""
+        """One-hot kernel and expand per block position (zeros when skipped), one-hot resolution and
+        one-hot stage depths (implicit in the zeroed blocks, but explicit depth lifted the held-out
+        Spearman of both regressors by ~0.01-0.02 over 5 splits of 100 measured digits subnets)."""
         pop = np.atleast_2d(pop)
-        cols = [np.eye(len(self.res))[pop[:, 0]]]
+        cols = [np.eye(len(self.res))[pop[:, 0]]] + [np.eye(len(self.depths))[pop[:, g]] for g in self.depth_gene]
         for s, pos in enumerate(self.block_genes):
             for i, (kg, eg) in enumerate(pos):
                 on = self._active(pop, s, i)[:, None]

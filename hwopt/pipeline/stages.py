@@ -186,9 +186,11 @@ def export(art: Artifact, opts: ExportOptions, ctx: StageContext, work: Path) ->
     res = run_export(art.load_onnx(), opts.runtime, work, target=ctx.device, precision=opts.precision, calib=ctx.calib,
                      shapes=ctx.shapes, cache=ctx.cache, log=ctx.log)
     v = res.verification
+    if v.ran and not v.passed and v.max_abs_diff is None:
+        raise HwoptError(f"{opts.runtime} {opts.precision} export could not be run to verify it: {v.reason}")
     if v.ran and not v.passed:
         raise HwoptError(f"{opts.runtime} {opts.precision} export does not match its ONNX model "
-                         f"(max abs diff {v.max_abs_diff}, cosine {v.cosine}): {v.reason or 'outputs differ'}")
+                         f"(max abs diff {v.max_abs_diff:.3g}, cosine {v.cosine:.4f}): {v.reason or 'outputs differ'}")
     return Artifact(res.artifact, opts.runtime, opts.precision, list(res.files), onnx_path=art.onnx_path or art.path,
                     meta={"stage": "export", "verification": v.to_dict(), "notes": res.notes, "checks": res.checks})
 

@@ -57,13 +57,21 @@ def test_profile_refuses_a_target_not_present_here(tmp_path):
     assert res.exit_code == 2 and "not present here" in res.stderr
 
 
-def test_validate_measures_a_real_paddle_model_with_its_shape(tmp_path, model_path):
-    """The committed PP-OCR classifier (dynamic H/W, Constant weights) next to a static model: each gets
-    the --shape entries naming its own input, both are measured here and predicted."""
+def test_validate_measures_a_real_paddle_model_with_its_shape(tmp_path):
+    """The committed PP-OCR classifier (dynamic H/W, Constant weights, input `x`) next to a model with
+    a dynamic input `image`: each gets the --shape entry naming its own input, both are measured here."""
     from pathlib import Path
 
+    from hwopt.latency.builders import GraphBuilder
+
+    g = GraphBuilder((1, 3, 16, 16), name="image")
+    other = g.build([g.conv(g.input, 8, 3, act="Relu")])
+    for d in other.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_param = "size"
+    other_path = save_model(other, tmp_path / "other.onnx")
     real = Path(__file__).resolve().parents[1] / "data" / "ppocr_cls.onnx"
-    res = runner.invoke(app, ["predict", "--validate", str(real), str(model_path), "--target", "x86-avx512",
+    res = runner.invoke(app, ["predict", "--validate", str(real), str(other_path), "--shape", "image=1x3x24x24",
+                              "--target", "x86-avx512",
                               "--runtime", "onnxruntime", "--shape", "x=1x3x48x192", "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)

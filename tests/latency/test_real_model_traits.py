@@ -201,3 +201,47 @@ def test_cpu_clock_counts_work_not_waiting():
 
     assert burst_ms(Sleeper(), {}, 3, cpu=False) >= 9.0
     assert burst_ms(Sleeper(), {}, 3, cpu=True) < 3.0
+
+
+def _dq_conv_without_output_q():
+    """DequantizeLinear(x), DequantizeLinear(w) -> Conv -> float output: a QDQ group onnxruntime cannot
+    turn into QLinearConv (no QuantizeLinear after the conv), though the static rule calls it int8."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.integers(-100, 100, (8, 4, 3, 3)).astype(np.int8), "w_q"),
+             numpy_helper.from_array(np.full(8, 0.01, np.float32), "w_s"),
+             numpy_helper.from_array(np.zeros(8, np.int8), "w_z"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "x_s"),
+             numpy_helper.from_array(np.array(0, np.int8), "x_z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["x_q"], name="q_in"),
+             helper.make_node("DequantizeLinear", ["x_q", "x_s", "x_z"], ["x_dq"], name="dq_in"),
+             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w_dq"], name="dq_w", axis=0),
+             helper.make_node("Conv", ["x_dq", "w_dq"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "dqconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_onnxruntime_placement_turns_unfused_qdq_groups_into_float_kernels():
+    from hwopt.latency.ort_qdq import observed_placement
+
+    model = _dq_conv_without_output_q()
+    assert extract_kernels(model, "onnxruntime")[0].dtype == "int8"  # the static rule alone
+    placement = observed_placement(model)
+    assert placement is not None and "conv" in placement.float_nodes
+    ks = extract_kernels(model, "onnxruntime", placement=placement)
+    assert [k.dtype for k in ks if k.op == "Conv"] == ["fp32"]
+    assert {k.op for k in ks} >= {"QuantizeLinear", "DequantizeLinear"}  # they run on every inference
+    assert predict_latency(model, "x86-avx512", "onnxruntime").sources  # predict_latency asks onnxruntime itself
+
+
+def test_onnxruntime_placement_follows_what_onnxruntime_fused(net_int8):
+    from hwopt.latency.ort_qdq import observed_placement
+
+    placement = observed_placement(net_int8)
+    convs = [k for k in extract_kernels(net_int8, "onnxruntime", placement=placement) if k.op == "Conv"]
+    for k in convs:  # a conv onnxruntime left as a float Conv is fp32; one it turned into QLinearConv, int8
+        assert k.dtype == ("fp32" if k.nodes[0] in placement.float_nodes else "int8"), k.key
+    assert "int8" in {k.dtype for k in convs}  # the depthwise conv becomes a QLinearConv here
+    assert observed_placement(net_int8) is placement  # cached by content
