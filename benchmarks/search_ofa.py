@@ -31,7 +31,7 @@ from hwopt.nas.ofa_space import export_subnet
 from hwopt.nas.genes import sizes
 from hwopt.nas.latency_cache import cached_latency_model
 from hwopt.nas.predictor import fit_predictor, measure_subnets, measurement_cache
-from hwopt.nas.refine import onnx_timer, refine
+from hwopt.nas.refine import PredictorRefit, onnx_timer, refine
 from hwopt.nas.subnets import SupernetProblem
 from hwopt.nas.timers import MeasuredTimer, make_timer
 
@@ -77,9 +77,6 @@ def main() -> None:
     best_kind = max(quality, key=lambda k: quality[k]["spearman"])
     pred, _ = fit_predictor(feats, acc, kind=best_kind, seed=0)
 
-    def predict(pop):
-        return pred.predict(space.features(pop))
-
     # baselines: uniform subnets and uniformly pruned largest subnet
     uniform = []
     for k, e, d, r in itertools.product(space.kernels, space.expands, space.depths, space.res):
@@ -110,19 +107,21 @@ def main() -> None:
         u_model = export_subnet(problem.loaded.subnet(u_cfg), u_cfg["resolution"], tmp / "u.onnx")
         u_meas, u_acc = final_timer.model_ms(u_model), problem.accuracy(u_cfg)
         for seed in seeds:
-            def run(budget: float, seed=seed):
-                return evolve(genes, predict, lat, budget, EvolutionSettings(seed=seed), space.canonical)
+            learner = PredictorRefit(space, pred, sample, acc, kind=best_kind, seed=0)  # fresh per search
+
+            def run(budget: float, seed=seed, learner=learner):
+                return evolve(genes, learner.predict, lat, budget, EvolutionSettings(seed=seed), space.canonical)
 
             res = run(b)
             t0 = time.perf_counter()
             ref = refine(res, decode=space.decode, latency=lat, budget_ms=b, accuracy=accuracy_of, measure_ms=measure,
-                         rerun=run, floor_ms=lo)
+                         rerun=run, learn=learner.learn, floor_ms=lo)
             refine_s = time.perf_counter() - t0
             cfg = ref.chosen.config
             onnx_model = export_subnet(problem.loaded.subnet(cfg), cfg["resolution"], tmp / "s.onnx")
             m_ms = final_timer.model_ms(onnx_model)
             s_acc = ref.chosen.accuracy
-            favourite = space.decode(res.best)
+            favourite = space.decode(res.best)  # the first search's pick, before any refinement
             rows.append({
                 "budget_ms": b, "seed": seed, "search_seconds": res.seconds, "refine_seconds": refine_s,
                 "search_rounds": ref.rounds, "predicted_latency_ms": ref.chosen.predicted_ms,

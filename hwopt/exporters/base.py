@@ -27,6 +27,10 @@ FLOAT_TOLERANCE = {"fp32": 1e-3, "fp16": 3e-2, "bf16": 6e-2}
 ABS_TOLERANCE = {"fp32": 1e-5, "fp16": 1e-4, "bf16": 1e-4, "int8": 1e-4}
 #: a quantized artifact compared with a float reference is judged by output direction instead
 INT8_MIN_COSINE = 0.97
+#: an int8 artifact compared with its own QDQ model: runtimes round and requantize differently
+#: (OpenVINO's FakeQuantize vs onnxruntime's QLinear kernels), which a deep attention model
+#: amplifies elementwise; it must still point the same way this closely
+INT8_SELF_MIN_COSINE = 0.99
 
 
 @dataclass
@@ -77,7 +81,8 @@ def compare_outputs(reference: list[np.ndarray], test: list[np.ndarray], precisi
     Float artifacts must match within FLOAT_TOLERANCE of the output range (or within
     ABS_TOLERANCE outright, for outputs that are all near zero). An int8 artifact
     compared with a float model (`vs_float`) cannot match elementwise, so it must keep the output
-    direction (cosine); compared with its own QDQ model it must match like a bf16 one does.
+    direction (cosine); compared with its own QDQ model it must match like a bf16 one does or
+    keep the direction within INT8_SELF_MIN_COSINE.
     """
     if len(reference) != len(test):
         return Verification(True, False, reason=f"artifact has {len(test)} outputs, ONNX model has {len(reference)}")
@@ -94,7 +99,10 @@ def compare_outputs(reference: list[np.ndarray], test: list[np.ndarray], precisi
         diff = float(np.max(np.abs(r - t))) if r.size else 0.0
         rel = diff / max(float(np.max(np.abs(r))) if r.size else 0.0, 1e-12)
         cos = cosine(r, t)
-        close = cos >= INT8_MIN_COSINE if by_direction else rel <= rtol
+        if by_direction:
+            close = cos >= INT8_MIN_COSINE
+        else:
+            close = rel <= rtol or (precision == "int8" and cos >= INT8_SELF_MIN_COSINE)
         passed = passed and (close or diff <= atol)
         worst_abs, worst_rel, worst_cos = max(worst_abs, diff), max(worst_rel, rel), min(worst_cos, cos)
     return Verification(True, passed, worst_abs, worst_rel, worst_cos)

@@ -2,7 +2,7 @@
 
 onnxruntime turns DequantizeLinear -> Conv -> QuantizeLinear into one QLinearConv only when its
 selectors accept the group, and the rule depends on the build and the CPU: on this x86 machine
-(onnxruntime 1.2x), every conv of a ResNet quantized by onnxruntime's own quantizer (S8S8,
+(onnxruntime 1.32.0), every conv of a ResNet quantized by onnxruntime's own quantizer (S8S8,
 asymmetric activations) stayed a float Conv between Q/DQ nodes, a model from hwopt's quantizer
 got 3 of 9 convs fused, and the profiler's generated blocks were all fused. Unfused groups run a
 float conv plus a DequantizeLinear of the weight and Q/DQ of the activations on every inference,
@@ -39,6 +39,8 @@ def observed_placement(model: onnx.ModelProto) -> QdqPlacement | None:
     blob = model.SerializeToString()
     key = hashlib.sha1(blob).hexdigest()
     if key not in _CACHE:
+        if len(_CACHE) >= 256:  # a long compress run predicts many int8 candidates; keep memory bounded
+            _CACHE.clear()
         _CACHE[key] = _optimize(blob)
     return _CACHE[key]
 

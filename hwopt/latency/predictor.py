@@ -53,7 +53,8 @@ class TreeEnsemble:
 
         value = pad(lambda t: t.value[:, 0, 0], 0.0, np.float64) * model.learning_rate
         ens = cls(pad(lambda t: np.maximum(t.feature, 0), 0, np.int64), pad(lambda t: t.threshold, 0.0, np.float64),
-                  pad(lambda t: t.children_left, -1, np.int64), pad(lambda t: t.children_right, -1, np.int64), value, 0.0)
+                  pad(lambda t: t.children_left, -1, np.int64), pad(lambda t: t.children_right, -1, np.int64),
+                  value, 0.0)
         x0 = np.asarray(x_sample[:1], dtype=float)
         ens.base = float(model.predict(x0)[0] - ens.predict(x0)[0])  # the initial (median) estimate
         return ens

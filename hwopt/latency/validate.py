@@ -57,6 +57,7 @@ def validate_models(models: Sequence[str | os.PathLike], target: str, runtime: s
         rows.append({"model": str(path), "predicted_ms": pred.latency_ms, "measured_ms": meas,
                      "rel_error": pred.latency_ms / meas - 1, "sources": pred.sources})
     clock = "process CPU time" if (tab.threads or 1) == 1 else "wall time"
-    return {"target": dev.name, "runtime": runtime, "threads": tab.threads, "measured_on": host_device(), "clock": clock,
+    return {"target": dev.name, "runtime": runtime, "threads": tab.threads, "measured_on": host_device(),
+            "clock": clock,
             "models": rows, "summary": error_summary([r["predicted_ms"] for r in rows],
                                                       [r["measured_ms"] for r in rows])}

@@ -26,7 +26,7 @@ from hwopt.nas.genes import AdditiveLatency, sizes
 from hwopt.nas.latency_cache import cached_latency_model
 from hwopt.nas.plot import pareto_plot
 from hwopt.nas.predictor import PredictorQuality, fit_predictor, measure_subnets, measurement_cache
-from hwopt.nas.refine import Candidate, onnx_timer, refine
+from hwopt.nas.refine import Candidate, PredictorRefit, onnx_timer, refine
 from hwopt.nas.subnets import SubnetProblem, problem_for
 from hwopt.nas.timers import make_timer
 
@@ -183,9 +183,8 @@ def search(
     acc = measure_subnets(configs, problem.accuracy, cache)
     pred, quality = fit_predictor(problem.space.features(sample), acc, kind=predictor, seed=seed)
     say(f"predictor held-out spearman {quality.spearman:.3f}, rmse {quality.rmse:.3f}")
-
-    def predict(pop: np.ndarray) -> np.ndarray:
-        return pred.predict(problem.space.features(pop))
+    learner = PredictorRefit(problem.space, pred, sample, acc, kind=predictor, seed=seed)
+    predict = learner.predict
 
     def measured_accuracy(cfg: dict) -> float:
         hit = cache.get(cfg)
@@ -209,7 +208,7 @@ def search(
             t0 = time.perf_counter()
             if refine_top > 0:
                 ref = refine(res, decode=problem.space.decode, latency=lat, budget_ms=b, accuracy=measured_accuracy,
-                             measure_ms=measure_ms, rerun=run, top_k=refine_top, floor_ms=ranges[dev.name][0])
+                             measure_ms=measure_ms, rerun=run, learn=learner.learn, top_k=refine_top, floor_ms=ranges[dev.name][0])
                 chosen, rounds, measured_cands = ref.chosen, ref.rounds, [c.to_dict() for c in ref.candidates]
             else:
                 chosen, rounds, measured_cands = Candidate(problem.space.decode(res.best), res.latency_ms, res.accuracy), 1, []
