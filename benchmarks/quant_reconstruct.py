@@ -8,8 +8,9 @@ For every (model, bits, calibration size, seed) the calibration set is a seed-de
 subset of the calibration images (small sets are where MetaAug's augmentation should matter);
 the same PTQ model (MSE calibration on that subset, onnxruntime scheme) is reconstructed by each
 method with the same number of iterations per block, and the final QDQ ONNX file is run on
-onnxruntime over the held-out evaluation set. Models: the two digits examples and a MobileNetV2
-from hwopt.models.zoo trained for a few epochs on digits (benchmarks/quant_ptq.py's helper).
+onnxruntime over the held-out evaluation set. Default model: a MobileNetV2 from hwopt.models.zoo
+trained for a few epochs on digits (benchmarks/quant_ptq.py's helper); the two digits examples
+(`--models resnet_digits mobilenet_digits`) come back to float accuracy at W4A4 with any method.
 
 Each (model, bits, calibration size, method, seed) is one task in a fresh worker process
 (1 thread), so no state carries from one task to the next. Prints mean ± std over seeds of
@@ -38,8 +39,9 @@ from hwopt.graph.load import atomic_write_text  # noqa: E402
 
 METHODS = ("ptq", "adaround", "qdrop", "metaaug")
 OUT = ROOT / "benchmarks/results/quant_reconstruct.json"
-#: iterations per block: see docs/reconstruct.md for the convergence check behind this number
-ITERS = 200
+#: iterations per block of the published run (docs/reconstruct.md: not yet converged at 100 on
+#: MobileNetV2; more did not fit the shared machine's time)
+ITERS = 100
 
 
 def prepare_models(names: list[str], tmp: Path, epochs: int) -> dict[str, dict[str, str]]:
@@ -155,7 +157,8 @@ def main() -> None:
     ap.add_argument("--bits", nargs="+", default=["W4A4"])
     ap.add_argument("--iters", type=int, default=ITERS)
     ap.add_argument("--calib-samples", type=int, nargs="+", default=[32, 128])
-    ap.add_argument("--models", nargs="+", default=["resnet_digits", "mobilenet_digits", "mobilenet_v2"])
+    ap.add_argument("--models", nargs="+", default=["mobilenet_v2"],
+                    help="also: resnet_digits, mobilenet_digits (both near float accuracy at W4A4 after any reconstruction)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--epochs", type=int, default=5, help="training epochs of zoo models")
     ap.add_argument("--jobs", type=int, default=2)

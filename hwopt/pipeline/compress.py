@@ -236,6 +236,8 @@ def _try(cand: Candidate, source: Artifact, cache: StageCache, ctx: StageContext
 
 #: candidates re-timed side by side before the guard decides, and how
 CONFIRM_TOP, CONFIRM_ROUNDS, CONFIRM_RUNS = 4, 5, 30
+#: seconds the re-timing may take: a 0.8 s-per-call detector gets fewer runs per round (at least 3)
+CONFIRM_BUDGET_S, CONFIRM_MIN_RUNS = 60.0, 3
 
 
 def _confirm_latencies(records: list[dict], arts: dict[str, Artifact], plan: Recipe, cache: StageCache,
@@ -244,7 +246,8 @@ def _confirm_latencies(records: list[dict], arts: dict[str, Artifact], plan: Rec
 
     Each candidate was first timed alone; on a shared machine the load drifts between those
     runs, so the float baselines and the fastest candidates within the budget are timed again
-    in rounds, side by side. Cached like a stage, so a resumed run decides the same way.
+    in rounds, side by side, within about CONFIRM_BUDGET_S (fewer runs per round for slow
+    models). Cached like a stage, so a resumed run decides the same way.
     """
     from hwopt.exporters.sessions import open_artifact
     from hwopt.runtimes import time_session
@@ -256,8 +259,10 @@ def _confirm_latencies(records: list[dict], arts: dict[str, Artifact], plan: Rec
     names = sorted({r["name"] for r in timed if r["name"] in floats} | {r["name"] for r in eligible[:CONFIRM_TOP]})
     if len(names) < 2:
         return
+    round_s = sum(r["latency_ms"] for r in timed if r["name"] in names) / 1000
+    runs = max(CONFIRM_MIN_RUNS, min(CONFIRM_RUNS, int(CONFIRM_BUDGET_S / (CONFIRM_ROUNDS * round_s))))
     key = cache_key("confirm", [arts[n].digest for n in names] + [ctx.data_digest],
-                    {"names": names, "threads": ctx.threads, "rounds": CONFIRM_ROUNDS, "runs": CONFIRM_RUNS})
+                    {"names": names, "threads": ctx.threads, "rounds": CONFIRM_ROUNDS, "runs": runs})
 
     def run(work: Path) -> dict:
         out_shapes = [r.shape[1:] for r in ctx.reference]
@@ -267,7 +272,7 @@ def _confirm_latencies(records: list[dict], arts: dict[str, Artifact], plan: Rec
         per: dict[str, list[float]] = {n: [] for n in names}
         for _ in range(CONFIRM_ROUNDS):
             for n, sess in sessions.items():
-                per[n].append(float(np.median(time_session(sess, feeds, warmup=3, runs=CONFIRM_RUNS))))
+                per[n].append(float(np.median(time_session(sess, feeds, warmup=3, runs=runs))))
         return {n: float(np.median(v)) for n, v in per.items()}
 
     confirmed, _ = cache.get_or_run("confirm", key, run)

@@ -53,8 +53,11 @@ def test_search_writes_configs_models_plot_and_json(setup):
         # refined on this machine: the chosen subnet was timed whole, and meets the budget unless
         # every bias-corrected round failed to (then the fastest measured candidate is reported)
         assert res["measured_latency_ms"] is not None and res["candidates"]
-        assert res["measured_latency_ms"] <= res["budget_ms"] or res["search_rounds"] == 3
-        assert res["accuracy"] == max(c["accuracy"] for c in res["candidates"] if c["accuracy"] is not None)
+        fit = [c for c in res["candidates"] if c["measured_ms"] <= res["budget_ms"]]
+        if fit:
+            assert res["measured_latency_ms"] <= res["budget_ms"] and res["accuracy"] == max(c["accuracy"] for c in fit)
+        else:
+            assert res["measured_latency_ms"] == min(c["measured_ms"] for c in res["candidates"])
         assert (out / res["config_file"]).is_file()
         onnx.checker.check_model(onnx.load(out / res["onnx"]), full_check=True)
         saved = json.loads((out / res["config_file"]).read_text())

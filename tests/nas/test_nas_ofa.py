@@ -86,8 +86,11 @@ def test_space_encoding_roundtrip_and_features():
         assert space.decode(row) == validate_config(TINY, cfg)
     pop = space.canonical(np.stack([space.encode(smallest_config(TINY)), space.encode(largest_config(TINY))]))
     f = space.features(pop)
-    # smallest: 2 of 4 blocks active per stage -> 2 stages x 2 blocks x (1 kernel + 1 expand) ones + resolution
-    assert f[0].sum() == 2 * 2 * 2 + 1 and f[1].sum() == 2 * 4 * 2 + 1
+    # smallest: 2 of 4 blocks active per stage -> 2 stages x 2 blocks x (1 kernel + 1 expand) ones
+    # + resolution + one depth per stage
+    assert f[0].sum() == 2 * 2 * 2 + 1 + 2 and f[1].sum() == 2 * 4 * 2 + 1 + 2
+    depth_cols = f[:, len(space.res) : len(space.res) + 2 * len(space.depths)]
+    assert depth_cols[0].tolist() == [1, 0, 0, 1, 0, 0] and depth_cols[1].tolist() == [0, 0, 1, 0, 0, 1]
 
 
 @pytest.mark.parametrize("bad, msg", [
