@@ -211,7 +211,8 @@ def evaluate(art: Artifact, opts: EvaluateOptions, ctx: StageContext, work: Path
         accuracy_runtime = "onnxruntime (proxy)"
     ds = ctx.eval if opts.eval_limit is None else ctx.eval.subset(opts.eval_limit)
     outs = run_outputs(session, ds)
-    ref = [r[: len(ds)] for r in ctx.reference]
+    # rows per sample: 1 for batch-first outputs, the sequence length for time-major ones (an LSTM's [T, N, C])
+    ref = [r[: len(ds) * (r.shape[0] // len(ctx.eval))] for r in ctx.reference]
     if [o.shape for o in outs] != [r.shape for r in ref]:
         raise HwoptError(f"{opts.runtime} {opts.precision} outputs have shapes {[o.shape for o in outs]}, the ONNX model's "
                          f"{[r.shape for r in ref]} on the same {len(ds)} samples")

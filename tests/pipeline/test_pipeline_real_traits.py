@@ -106,3 +106,21 @@ def test_large_models_get_only_the_cheap_int8_levels():
     assert levels(small) == {name for name, _ in INT8_LEVELS}
     assert levels(big) == {"minmax", "percentile"}
     assert any(f"large model ({HEAVY_MACS * 4 / 1e9:.2f} GMACs)" in n and "adaround, mixed" in n for n in big.notes)
+
+
+def test_time_major_outputs_are_judged_per_sample(tmp_path):
+    """A CRNN's [T, N, C] output (ddddocr): axis 0 is time, so the samples' rows are T at a time."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((6, 1, 3, 3)).astype(np.float32), "conv.w")
+    nodes = [helper.make_node("Conv", ["input1", "conv.w"], ["f"], pads=[1, 1, 1, 1], name="Conv_0"),
+             helper.make_node("ReduceMean", ["f"], ["m"], axes=[2], keepdims=0, name="ReduceMean_0"),  # [N, C, W]
+             helper.make_node("Transpose", ["m"], ["387"], perm=[2, 0, 1], name="Transpose_0")]  # [W, N, C]
+    g = helper.make_graph(nodes, "crnn", [helper.make_tensor_value_info("input1", TensorProto.FLOAT, [1, 1, 8, "w"])],
+                          [helper.make_tensor_value_info("387", TensorProto.FLOAT, ["w", 1, 6])], [w])
+    model = tmp_path / "crnn.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(model))
+    np.savez(tmp_path / "d.npz", input1=np.random.default_rng(1).random((6, 1, 8, 16), dtype=np.float32))
+    cands = [Candidate(f"{rt}-fp32", f"{rt}-fp32", rt, "fp32") for rt in ("onnxruntime", "openvino")]
+    recipe = Recipe("x86-avx512", 1.0, None, True, [{"runtime": "onnxruntime"}, {"runtime": "openvino"}], cands)
+    r = compress(model, target="x86-avx512", eval=tmp_path / "d.npz", recipe=recipe, out_dir=tmp_path / "o")
+    assert [c["status"] for c in r.report["candidates"]] == ["ok", "ok"], [c["reason"] for c in r.report["candidates"]]
+    assert all(c["accuracy"] > 99.99 for c in r.report["candidates"])
