@@ -106,7 +106,7 @@ def corpus(names: list[str] | None = None) -> list[RealModel]:
 
 def random_data(m: RealModel, n: int, seed: int = 0) -> Path:
     """An npz of `n` random samples for the model's input (uniform 0..1, like normalized images)."""
-    path = CACHE / "data" / f"{m.name}-{n}.npz"
+    path = CACHE / "data" / f"{m.name}-{n}-seed{seed}.npz"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         x = np.random.default_rng(seed).random((n, *m.dims[1:]), dtype=np.float32)

@@ -22,6 +22,7 @@ def quantize_cmd(
     runtime: str = typer.Option(None, "--runtime", help="Deployment runtime (default: the target's preferred one)."),
     method: str = typer.Option("minmax", "--method", help="Calibrator: minmax, percentile, entropy, mse."),
     reconstruct: str = typer.Option("none", "--reconstruct", help="none, adaround, qdrop, metaaug."),
+    iters: int = typer.Option(500, "--iters", min=1, help="Reconstruction steps per block (100 converges on small models)."),
     wbits: int = typer.Option(8, "--wbits", help="Weight bits: 8, 4, 3, 2."),
     abits: int = typer.Option(8, "--abits", help="Activation bits: 8, 4, 3, 2."),
     distill: bool = typer.Option(False, "--distill", help="Distillation-aware QAT after PTQ."),
@@ -46,7 +47,7 @@ def quantize_cmd(
         result = quantize(
             model, calib, target=target, runtime=runtime, method=method, wbits=wbits, abits=abits,
             exclude_nodes=split_list(exclude), exclude_ops=split_list(exclude_ops), keep_first_last=keep_first_last,
-            bias_correction=bias_correction, reconstruct=reconstruct, distill=distill, epochs=epochs, eval=eval_data,
+            bias_correction=bias_correction, reconstruct=reconstruct, iters=iters, distill=distill, epochs=epochs, eval=eval_data,
             data_free=data_free, max_accuracy_drop=max_accuracy_drop, sensitivity=sensitivity,
             measure_latency=not no_latency, shapes=parse_shape_options(shape),
         )

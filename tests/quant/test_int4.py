@@ -61,3 +61,13 @@ def test_int4_weights_compute_exactly_what_the_int8_storage_model_does(plan_stat
 def test_8_bit_weights_are_refused(plan_stats):
     with pytest.raises(HwoptError, match="no weights quantized to 4 bits"):
         int4_export(emit(*plan_stats, wbits=8, abits=8))
+
+
+@pytest.mark.parametrize(("runtime", "storage"), [("onnxruntime", "int4"), ("openvino", "int8 (holding 4-bit")])
+def test_quantize_stores_int4_only_for_a_runtime_that_reads_it(tiny_model, digits, runtime, storage):
+    from hwopt.quant.api import quantize
+
+    res = quantize(tiny_model, digits["calib"], eval=digits["eval"], runtime=runtime, wbits=4, abits=8,
+                   measure_latency=False)
+    assert res.report["weight_storage"].startswith(storage)
+    assert (opset_of(res.model) == INT4_OPSET) == (storage == "int4")
