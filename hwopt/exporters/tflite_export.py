@@ -207,7 +207,14 @@ def _last_json(text: str) -> dict:
     return {}
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b.*")
+#: TensorFlow's C++ log lines (W0000 00:00:... file.cc:123] ...) are noise, never the reason
+_TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} ")
+
+
 def _last_error_line(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errs = [ln for ln in lines if "Error" in ln or "error" in ln]
+    """The converter's reason: the last Python exception line, else the last line naming an error."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not _TF_LOG_LINE.match(ln.strip())]
+    exceptions = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
+    errs = exceptions or [ln for ln in lines if "Error" in ln or "error" in ln]
     return (errs or lines or ["no output"])[-1][:300]

@@ -135,3 +135,13 @@ def test_dynamically_quantized_model_is_refused_as_float_and_passed_through_as_i
     r = export(tmp_path / "dyn.onnx", "onnxruntime", tmp_path / "ort", precision="int8", calib=calib)
     assert r.verification.passed, r.verification  # passed through as it is, checked against itself
     assert not any(n.op_type == "QuantizeLinear" for n in onnx.load(str(r.artifact)).graph.node)
+
+
+def test_conversion_failure_reason_is_the_exception_not_a_log_line():
+    from hwopt.exporters.tflite_export import _last_error_line
+
+    stderr = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+              "tensorflow.python.framework.errors_impl.InvalidArgumentError: Quantization of LSTM failed\n"
+              "W0000 00:00:1795446380.674814   14455 tf_tfl_flatbuffer_helpers.cc:368] Ignored drop_control_dependency.\n")
+    assert _last_error_line(stderr) == "tensorflow.python.framework.errors_impl.InvalidArgumentError: Quantization of LSTM failed"
+    assert _last_error_line("E0000 cuda_dnn.cc:8579] Unable to register\nsomething went wrong\n") == "something went wrong"
