@@ -108,14 +108,11 @@ def compare_outputs(reference: list[np.ndarray], test: list[np.ndarray], precisi
     return Verification(True, passed, worst_abs, worst_rel, worst_cos)
 
 
-#: ops that only appear in a model quantized already: QDQ, QOperator, and dynamic int8 (ConvInteger...)
-_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear",
-                  "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
-
-
 def quantized_ops(model: onnx.ModelProto) -> list[str]:
-    """The int8 op types `model` already uses (sorted; empty for a float model)."""
-    return sorted({n.op_type for n in model.graph.node if n.op_type in _QUANTIZED_OPS or n.op_type.startswith("QLinear")})
+    """The int8 op types `model` already uses (sorted; empty for a float model); one definition, in hwopt.quant.qdq."""
+    from hwopt.quant.qdq import quantized_ops as counted
+
+    return sorted(counted(model))
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
