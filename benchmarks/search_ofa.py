@@ -91,11 +91,7 @@ def main() -> None:
 
     # searched subnets at budgets spread over the range
     def accuracy_of(cfg: dict) -> float:
-        hit = cache.get(cfg)
-        if hit is None:
-            hit = problem.accuracy(cfg)
-            cache.put(cfg, hit)
-        return hit
+        return cache.get_or_measure(cfg, problem.accuracy)
 
     timer = make_timer(dev, "onnxruntime", "measured")
     measure = onnx_timer(problem.export, timer)

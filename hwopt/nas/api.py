@@ -187,11 +187,7 @@ def search(
     predict = learner.predict
 
     def measured_accuracy(cfg: dict) -> float:
-        hit = cache.get(cfg)
-        if hit is None:
-            hit = problem.accuracy(cfg)
-            cache.put(cfg, hit)
-        return hit
+        return cache.get_or_measure(cfg, problem.accuracy)
 
     results: list[SearchResult] = []
     artifacts: list[str] = []

@@ -50,6 +50,14 @@ class MeasurementCache:
     def put(self, config: dict, accuracy: float) -> None:
         self.items[config_key(config)] = {"config": config, "accuracy": accuracy}
 
+    def get_or_measure(self, config: dict, measure: Callable[[dict], float]) -> float:
+        """The cached accuracy of `config`, measuring (and caching) it on a miss."""
+        hit = self.get(config)
+        if hit is None:
+            hit = measure(config)
+            self.put(config, hit)
+        return hit
+
     def save(self) -> None:
         if self.path:
             atomic_write_text(json.dumps({"tag": self.tag, "items": self.items}, sort_keys=True), self.path)
@@ -73,13 +81,9 @@ def measure_subnets(
     """Accuracy of each config, from the cache when known; new results are cached and saved."""
     out = np.empty(len(configs))
     for i, cfg in enumerate(configs):
-        hit = cache.get(cfg)
-        if hit is None:
-            hit = measure(cfg)
-            cache.put(cfg, hit)
-            if (i + 1) % 20 == 0:
-                cache.save()
-        out[i] = hit
+        out[i] = cache.get_or_measure(cfg, measure)
+        if (i + 1) % 20 == 0:
+            cache.save()
         if progress:
             progress(i + 1, len(configs))
     cache.save()
