@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from hwopt.errors import HwoptError
 from hwopt.graph.normalize import normalize_model
-from hwopt.graph.shapes import Shapes, infer_shapes, random_inputs, resolve_input_shapes, value_shapes
+from hwopt.graph.shapes import Shapes, infer_shapes, probe_shapes, resolve_input_shapes, value_shapes
 from hwopt.pruning.fold import fold_constants
 
 
@@ -217,25 +217,8 @@ def tensor_shapes(model: onnx.ModelProto, concrete: Shapes) -> dict[str, tuple[i
     known = {k: v for k, v in value_shapes(infer_shapes(model, concrete)).items() if all(d >= 0 for d in v)}
     missing = [o for n in model.graph.node for o in n.output if o and o not in known]
     if missing:
-        known.update(_run_shapes(model, concrete, missing))
+        known.update(probe_shapes(model, concrete, missing))
     return known
-
-
-def _run_shapes(model: onnx.ModelProto, concrete: Shapes, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    """Shapes of `names` from one onnxruntime run on random inputs (empty if the model cannot run)."""
-    from hwopt.runtimes import get_runtime
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    have = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in have)
-    try:
-        sess = get_runtime("onnxruntime").session(probe)
-        values = sess.run(random_inputs(model, concrete))
-    except Exception:  # noqa: BLE001 - an unrunnable model just keeps the inferred shapes (barriers)
-        return {}
-    wanted = set(names)
-    return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(sess.output_names, values) if n in wanted}
 
 
 def trace(model: onnx.ModelProto, shapes: Shapes | None = None) -> Tracer:
