@@ -26,7 +26,7 @@ from onnx import numpy_helper
 from hwopt.errors import HwoptError
 from hwopt.graph.normalize import normalize_model
 from hwopt.graph.shapes import Shapes, infer_shapes, probe_shapes, resolve_input_shapes, value_shapes
-from hwopt.pruning.fold import fold_constants
+from hwopt.graph.fold import fold_constants
 
 
 @dataclass
@@ -191,7 +191,7 @@ class Tracer:
 
 
 def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Normalized copy with constant subgraphs folded (`hwopt.pruning.fold`), so every weight is an
+    """Normalized copy with constant subgraphs folded (`hwopt.graph.fold`), so every weight is an
     initializer the rules can slice.
 
     This covers torch's Identity-shared tensors (e.g. LayerNorm weights) and PaddlePaddle's

@@ -20,7 +20,7 @@ from hwopt.devices import DeviceProfile, load_device
 from hwopt.errors import HwoptError
 from hwopt.graph.load import load_model, save_model
 from hwopt.graph.normalize import fold_conv_affine, normalize_model
-from hwopt.pruning.fold import fold_constants
+from hwopt.graph.fold import fold_constants
 from hwopt.graph.shapes import Shapes, fix_input_shapes, input_specs, random_inputs, resolve_input_shapes
 from hwopt.quant.calibrate import METHODS
 from hwopt.quant.equalize import equalize as equalize_model

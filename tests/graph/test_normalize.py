@@ -103,7 +103,7 @@ def _paddle_like():
 
 def test_fold_conv_affine_merges_bias_add_and_batchnorm_exactly() -> None:
     from hwopt.graph.normalize import fold_conv_affine
-    from hwopt.pruning.fold import fold_constants
+    from hwopt.graph.fold import fold_constants
 
     model = normalize_model(_paddle_like().paddle_like_model())
     fold_constants(model)
