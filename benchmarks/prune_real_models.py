@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models import RealModel, corpus, random_data  # noqa: E402
+from real_models import RealModel, corpus, sample_data  # noqa: E402
 
 from hwopt.errors import HwoptError  # noqa: E402
 from hwopt.graph.census import census  # noqa: E402
@@ -99,7 +99,7 @@ def one_model(m: RealModel, show_barriers: bool) -> dict:
         for reason, n in barrier_ops(groups).most_common():
             print(f"{'':20s}{n:4d}  {reason[:120]}")
     macs = census(prepare_model(original), shapes).macs
-    runs = (("l1", {}), ("obs_free", {"criterion": "obs"}), ("obs", {"criterion": "obs", "calib": random_data(m, 16)}))
+    runs = (("l1", {}), ("obs_free", {"criterion": "obs"}), ("obs", {"criterion": "obs", "calib": sample_data(m, 16)}))
     for label, kw in runs:
         t0 = time.perf_counter()
         try:

