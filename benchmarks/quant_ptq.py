@@ -6,7 +6,10 @@ Models: examples/*.onnx with examples/calib.npz + eval.npz when present, and zoo
 (MobileNetV2, ResNet-18 style) trained for a few epochs on scikit-learn digits (3x32x32).
 Each int8 model is run on onnxruntime and OpenVINO; latency is batch 1, 1 thread, runs
 interleaved across every model of one source model (shapes fixed to batch 1 first, sessions
-compiled and warmed before timing), median and minimum of all runs. W4A4 plain PTQ
+compiled and warmed before timing), median and minimum of all runs. Next to each speedup is the
+executed precision mix (`hwopt.quant.executed`): on OpenVINO the int8 share of MACs, standalone
+quantize layers and layer count; on onnxruntime the integer kernels vs float conv/matmul and
+DequantizeLinear nodes it ran. W4A4 plain PTQ
 (hwopt, fake-quant) is included as the baseline the reconstruction methods improve on.
 Writes benchmarks/results/quant_ptq.json.
 """
@@ -28,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from hwopt.data import Dataset, load_dataset  # noqa: E402
 from hwopt.graph.normalize import normalize_model  # noqa: E402
 from hwopt.graph.shapes import fix_input_shapes  # noqa: E402
+from hwopt.quant.executed import onnxruntime_node_mix, openvino_precision_mix  # noqa: E402
 from hwopt.quant.precision import Candidate, measure_candidates  # noqa: E402
 from hwopt.quant.ptq import calibrate_plan, emit, float_tails, plan_quantization  # noqa: E402
 from hwopt.quant.qdq import align_biases  # noqa: E402
@@ -94,6 +98,12 @@ def hwopt_ptq(model: onnx.ModelProto, calib: Dataset, runtime: str, wbits: int =
     return align_biases(emit(plan, stats, wbits=wbits, abits=abits, float_nodes=float_tails(plan, stats)))  # as quantize() does
 
 
+def _mix(model: onnx.ModelProto, runtime: str, shape: dict) -> dict:
+    """What the runtime executed: the evidence behind a speedup (int8 kernels or float islands)."""
+    mix = openvino_precision_mix(model, shape) if runtime == "openvino" else onnxruntime_node_mix(model, shape)
+    return {**mix.to_dict(), "summary": mix.summary()}
+
+
 def bench_model(name: str, model: onnx.ModelProto, calib: Dataset, ev: Dataset, tmp: Path, rounds: int) -> dict:
     model = normalize_model(model)
     key = model.graph.input[0].name  # zoo exports call it "input", the digits arrays "x"
@@ -119,7 +129,8 @@ def bench_model(name: str, model: onnx.ModelProto, calib: Dataset, ev: Dataset, 
     for label, m in variants.items():
         for rt in ("onnxruntime", "openvino"):
             metrics, _ = evaluate(m, ev, rt, ref)
-            row = {"method": label, "runtime": rt, "accuracy": metrics["accuracy"], "sqnr_db": metrics.get("sqnr_db")}
+            row = {"method": label, "runtime": rt, "accuracy": metrics["accuracy"], "sqnr_db": metrics.get("sqnr_db"),
+                   "mix": _mix(m, rt, shape) if "W4" not in label else None}
             rows.append(row)
             if "W4" not in label:
                 cands.append((Candidate(rt, label), fix_input_shapes(m, shape), "fp32"))
@@ -133,11 +144,12 @@ def bench_model(name: str, model: onnx.ModelProto, calib: Dataset, ev: Dataset, 
         r["min_ms"] = lat_min.get((r["runtime"], r["method"]))
         r["speedup_vs_fp32"] = (lat[(r["runtime"], "fp32")] / r["p50_ms"]) if r["p50_ms"] else None
         r["quantize_s"] = timings.get(r["method"])
-    print(f"  {'method':22s} {'runtime':12s} {'acc':>7s} {'drop':>6s} {'p50 ms':>8s} {'speedup':>8s}")
+    print(f"  {'method':22s} {'runtime':12s} {'acc':>7s} {'drop':>6s} {'p50 ms':>8s} {'speedup':>8s}  executed")
     for r in rows:
         p50 = f"{r['p50_ms']:.3f}" if r["p50_ms"] else "-"
         sp = f"{r['speedup_vs_fp32']:.2f}x" if r["speedup_vs_fp32"] else "-"
-        print(f"  {r['method']:22s} {r['runtime']:12s} {r['accuracy']:7.2f} {r['accuracy_drop']:6.2f} {p50:>8s} {sp:>8s}")
+        print(f"  {r['method']:22s} {r['runtime']:12s} {r['accuracy']:7.2f} {r['accuracy_drop']:6.2f} {p50:>8s} {sp:>8s}  "
+              f"{(r['mix'] or {}).get('summary', '')}")
     return {"model": name, "eval_samples": len(ev), "calib_samples": len(calib), "rows": rows}
 
 

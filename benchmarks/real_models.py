@@ -144,6 +144,19 @@ def commands(m: RealModel, out: Path) -> dict[str, list[str]]:
     }
 
 
+def headline(key: str, out: dict) -> dict:
+    """The few numbers of a command's --json output worth keeping in the matrix."""
+    if key == "quantize":
+        return {rt: round(q["cosine"], 5) for rt, q in out.get("quantized", {}).items() if "cosine" in q}
+    if key == "compress":
+        res = out.get("result", {})
+        return {"chosen": f"{res.get('runtime')}-{res.get('precision')}", "speedup": out.get("speedup"),
+                "accuracy_drop": out.get("accuracy_drop"), "latency_source": res.get("latency_source")}
+    if key == "prune" and out.get("macs_after"):
+        return {"macs_ratio": round(out["macs_before"] / out["macs_after"], 3), "speedup": out.get("speedup")}
+    return {}
+
+
 def run_one(argv: list[str], timeout: int) -> dict:
     """Run one hwopt command; classify it as ok, refused (exit 2, one line) or broken."""
     t0 = time.perf_counter()
@@ -160,7 +173,13 @@ def run_one(argv: list[str], timeout: int) -> dict:
     else:
         status = "broken"
     message = next((ln for ln in reversed(err) if ln.strip()), "") if status != "ok" else ""
-    return {"status": status, "rc": p.returncode, "seconds": secs, "message": message[:300]}
+    cell = {"status": status, "rc": p.returncode, "seconds": secs, "message": message[:300]}
+    if status == "ok" and "--json" in argv:
+        try:
+            cell.update({k: v for k, v in headline(argv[0], json.loads(p.stdout)).items() if v is not None})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    return cell
 
 
 def record(path: Path, model: str, key: str, result: dict) -> dict:

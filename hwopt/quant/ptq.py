@@ -18,7 +18,7 @@ from hwopt.errors import HwoptError
 from hwopt.graph.shapes import Shapes, infer_shapes, input_specs, resolve_input_shapes, value_dtypes, value_shapes
 from hwopt.quant.calibrate import Statistics, collect_statistics
 from hwopt.quant.qdq import QuantRecord, activation_record, check_bits, insert_qdq, weight_axis, weight_record
-from hwopt.quant.schemes import FUSED_ACTIVATIONS, WEIGHTED_OPS, Scheme
+from hwopt.quant.schemes import FUSED_ACTIVATIONS, GATE_OPS, WEIGHTED_OPS, Scheme
 
 #: ops a detector tail passes its concatenated output through on the way to a graph output
 _TAIL_PASSTHROUGH = frozenset({"Reshape", "Transpose", "Sigmoid", "Softmax", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Cast"})
@@ -38,6 +38,7 @@ class QuantPlan:
     user_excluded: set[str] = field(default_factory=set)
     shapes: Shapes = field(default_factory=dict)  # the concrete input shapes the plan was inferred at
     tensor_bytes: dict[str, int] = field(default_factory=dict)  # float32 bytes of each planned activation at `shapes`
+    shared: list[set[str]] = field(default_factory=list)  # activations that must share one scale (Concat inputs)
 
     @property
     def layers(self) -> list[str]:
@@ -100,8 +101,11 @@ def plan_quantization(
     if keep_first_last and order:
         excluded |= {order[0], order[-1]}
 
+    producer = {o: n for n in model.graph.node for o in n.output}
     acts: dict[str, set[str]] = {}
     for n in model.graph.node:
+        if scheme.float_gates and _gate_or_affine(n, producer, is_float):
+            continue
         if n.name in weights:
             acts.setdefault(n.input[0], set()).add(n.name)
             if scheme.quantize_outputs:
@@ -115,18 +119,85 @@ def plan_quantization(
                     if is_float(t):
                         acts.setdefault(t, set()).add(n.name)
     acts = {t: users for t, users in acts.items() if is_float(t)}
+    shared: list[set[str]] = []
+    if scheme.hoist_through:
+        acts, shared = hoist_quantizers(model, acts, scheme.hoist_through, is_float)
+        shared = merge_groups(shared)
     # float32 bytes at the plan's shapes (batch 1 unless --shape says more: then an overestimate, which is safe)
     nbytes = {t: 4 * int(np.prod(v)) for t, v in value_shapes(inferred).items() if t in acts}
-    return QuantPlan(model, scheme, weights, acts, order, excluded, concrete, nbytes)
+    return QuantPlan(model, scheme, weights, acts, order, excluded, concrete, nbytes, shared)
+
+
+def _gate_or_affine(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto], is_float) -> bool:
+    """A Mul by a gate (SE, SiLU, hard-swish) or an Add/Mul with one activation operand: no join
+    of two layers, so nothing to quantize (see `Scheme.float_gates`)."""
+    if node.op_type not in ("Mul", "Add"):
+        return False
+    if sum(1 for i in node.input if is_float(i)) < 2:
+        return True
+    return node.op_type == "Mul" and any((p := producer.get(i)) is not None and p.op_type in GATE_OPS for i in node.input)
+
+
+def hoist_quantizers(model: onnx.ModelProto, acts: dict[str, set[str]], through: frozenset[str],
+                     is_float) -> tuple[dict[str, set[str]], list[set[str]]]:
+    """Move each planned activation quantizer up through `through` ops to the tensors they read.
+
+    Why: OpenVINO runs MaxPool, reshapes, Split and Concat directly on int8 data, so a quantizer
+    on the *input* of such an op serves its consumer too. One placed on its output instead (a
+    Conv reading MaxPool, a classifier Gemm reading Flatten) made OpenVINO run them in fp32 and
+    re-quantize with a standalone FakeQuantize (ResNet-18: MaxPool fp32 and 3 quantize layers,
+    NNCF's model 1: its input's). A quantizer above a Concat goes onto every input, and those
+    must share one scale: OpenVINO runs a Concat in int8 only when its inputs share the
+    dequantization, otherwise it requantizes each input (YOLOv8 C2f blocks: 3 layers per
+    Concat). A quantizer moves only onto a tensor no other op reads, or one that is quantized
+    anyway, so no unrelated consumer starts reading int8.
+
+    Returns the new plan and the groups of tensors that must share a scale.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input if n.op_type not in ("Shape", "Size") else ():  # those read no values
+            readers[i] = readers.get(i, 0) + 1
+
+    def sources(tensor: str) -> list[str]:
+        p = producer.get(tensor)
+        if p is None or p.op_type not in through:
+            return [tensor]
+        ins = [i for i in (p.input if p.op_type == "Concat" else p.input[:1]) if is_float(i)]
+        if not ins or any(readers.get(i, 0) != 1 and i not in acts for i in ins):
+            return [tensor]
+        return [s for i in ins for s in sources(i)]
+
+    out: dict[str, set[str]] = {}
+    groups: list[set[str]] = []
+    for tensor, users in acts.items():
+        srcs = sources(tensor)
+        for src in srcs:
+            out.setdefault(src, set()).update(users)
+        if len(srcs) > 1:
+            groups.append(set(srcs))
+    return out, groups
+
+
+def merge_groups(groups: list[set[str]]) -> list[set[str]]:
+    """Union of overlapping groups (a tensor feeding two Concats ties both to one scale)."""
+    merged: list[set[str]] = []
+    for g in groups:
+        touching = [m for m in merged if m & g]
+        union = set(g).union(*touching)
+        merged = [m for m in merged if not (m & g)] + [union]
+    return merged
 
 
 def constant_tensors(model: onnx.ModelProto) -> set[str]:
-    """Initializers and every tensor computed from them alone (PaddlePaddle's Reshape(bias) feeding
-    an Add, shape arithmetic): weights, not activations, so they get no activation QDQ (OpenVINO's
-    low-precision transformations fail on a FakeQuantize over a constant branch)."""
+    """Initializers and every tensor computed from them and input *shapes* alone (PaddlePaddle's
+    Reshape(bias) feeding an Add, YOLO's anchor grids built with Shape/Range): weights, not
+    activations, so they get no activation QDQ (OpenVINO's low-precision transformations fail on
+    a FakeQuantize over a constant branch, and nudenet's anchor Concats got 12 quantize layers)."""
     fixed = {t.name for t in model.graph.initializer}
     for n in model.graph.node:
-        if n.op_type == "Constant" or (any(n.input) and all(i in fixed for i in n.input if i)):
+        if n.op_type in ("Constant", "Shape", "Size") or (any(n.input) and all(i in fixed for i in n.input if i)):
             fixed.update(o for o in n.output if o)
     return fixed
 
@@ -210,14 +281,17 @@ def emit(
             _correct_bias(model, nodes[node], arr, rec.dequantized(), stats)
 
     folded = _fold_relus(model, plan, keep)
+    group_of = {t: g for g in plan.shared for t in g}
     for tensor, users in sorted(plan.activations.items()):
         active = users - keep
         if not active or tensor in folded:
             continue
         bits = min(layer_bits.get(u, (wbits, abits))[1] for u in active)
-        lo, hi = stats.calibrators[tensor].range(bits, plan.scheme.activation_symmetric)
+        ranges = [stats.calibrators[t].range(bits, plan.scheme.activation_symmetric)
+                  for t in sorted(group_of.get(tensor, {tensor})) if t in stats.calibrators]
+        lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
         records.append(activation_record(tensor, lo, hi, bits, plan.scheme.activation_symmetric, scheme=scheme))
-    return insert_qdq(model, records, float_nodes=keep)
+    return insert_qdq(model, records, float_nodes=keep, activation_storage=plan.scheme.activation_storage)
 
 
 def _fold_relus(model: onnx.ModelProto, plan: QuantPlan, keep: set[str]) -> set[str]:

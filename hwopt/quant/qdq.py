@@ -12,7 +12,9 @@ A quantized model is a plain ONNX graph (opset >= 13) in which:
 * **Activations** get a ``QuantizeLinear -> DequantizeLinear`` pair right after the producer of
   the tensor ``X`` (outputs ``X_q`` / ``X_dq``; both nodes share ``X_scale`` / ``X_zp``); every
   consumer that is quantized reads ``X_dq``. Storage is int8 (S8S8: onnxruntime's recommended
-  x86 format; zero point 0 where the target wants symmetric activations).
+  x86 format; zero point 0 where the target wants symmetric activations), or uint8 for a scheme
+  whose `activation_storage` says so (OpenVINO): the same grid with the zero point moved by 128,
+  marked ``storage: uint8`` in the metadata. Records always carry the signed (int8) zero point.
 * **Bit-widths below 8** (4, 3, 2) are emulated in int8 storage: weight integers lie in
   [-(2^(b-1)-1), 2^(b-1)-1]; activations get a ``Clip`` (``X_clip``, bounds ``X_clip_lo/hi``)
   before the QuantizeLinear whose bounds are exactly the b-bit grid's float range, so Q/DQ
@@ -219,17 +221,25 @@ def _set_meta(model: onnx.ModelProto, meta: dict) -> None:
         model.metadata_props.add(key=META_KEY, value=json.dumps(meta, sort_keys=True))
 
 
+def _stored_zero_point(zp: np.ndarray, unsigned: bool) -> np.ndarray:
+    """The zero point as written to the graph: int8, or uint8 shifted by 128 (same grid)."""
+    zp = np.asarray(zp)
+    return (zp.astype(np.int16) + 128).astype(np.uint8) if unsigned else zp.astype(np.int8)
+
+
 def _clip_bounds(rec: QuantRecord) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = rec.float_range()
     return np.asarray(lo, np.float32).reshape(()), np.asarray(hi, np.float32).reshape(())
 
 
-def insert_qdq(model: onnx.ModelProto, records: list[QuantRecord], float_nodes: set[str] = frozenset()) -> onnx.ModelProto:
+def insert_qdq(model: onnx.ModelProto, records: list[QuantRecord], float_nodes: set[str] = frozenset(),
+               activation_storage: str = "int8") -> onnx.ModelProto:
     """Copy of `model` with the given weight and activation records inserted as QDQ.
 
     An activation record quantizes a tensor for all its consumers except the nodes in
     `float_nodes` (kept in float) and the graph output itself (an output name must stay the
     producer's), so callers choose tensors plus a few float exceptions, not edges.
+    `activation_storage` is the scheme's ONNX type for activation Q/DQ ("int8" or "uint8").
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -245,10 +255,13 @@ def insert_qdq(model: onnx.ModelProto, records: list[QuantRecord], float_nodes: 
         if rec.tensor in meta:
             raise HwoptError(f"tensor {rec.tensor!r} is already quantized")
         scale_name, zp_name = f"{rec.tensor}_scale", f"{rec.tensor}_zp"
+        unsigned = rec.kind == "activation" and activation_storage == "uint8"
         g.initializer.extend([numpy_helper.from_array(np.asarray(rec.scale, np.float32), scale_name),
-                              numpy_helper.from_array(np.asarray(rec.zero_point, np.int8), zp_name)])
+                              numpy_helper.from_array(_stored_zero_point(rec.zero_point, unsigned), zp_name)])
         axis_attr = {"axis": rec.axis} if rec.axis is not None and np.ndim(rec.scale) > 0 else {}
         entry = {"kind": rec.kind, "bits": rec.bits, "symmetric": rec.symmetric, "scheme": rec.scheme, "axis": rec.axis}
+        if unsigned:
+            entry["storage"] = "uint8"
         if rec.kind == "weight":
             if rec.tensor not in inits or rec.int_weight is None:
                 raise HwoptError(f"weight record {rec.tensor!r} needs an initializer and integer values")
@@ -355,6 +368,8 @@ def read_quant_params(model: onnx.ModelProto) -> dict[str, QuantRecord]:
             raise HwoptError(f"QDQ metadata names node {e['dq']!r} for {tensor!r}, which the graph lacks")
         scale = numpy_helper.to_array(inits[dq.input[1]]).copy()
         zp = numpy_helper.to_array(inits[dq.input[2]]).copy()
+        if e.get("storage") == "uint8":
+            zp = (zp.astype(np.int16) - 128).astype(np.int8)
         int_w = numpy_helper.to_array(inits[dq.input[0]]).copy() if e["kind"] == "weight" else None
         out[tensor] = QuantRecord(tensor, e["kind"], int(e["bits"]), bool(e["symmetric"]), scale, zp, e.get("axis"),
                                   e.get("scheme", ""), int_w, e["dq"], e.get("q", ""), e.get("clip", ""))
@@ -386,7 +401,7 @@ def write_quant_params(model: onnx.ModelProto, records: list[QuantRecord] | dict
         if np.shape(rec.scale) != tuple(inits[dq.input[1]].dims) or np.any(~np.isfinite(rec.scale)) or np.any(rec.scale <= 0):
             raise HwoptError(f"{rec.tensor}: scale must be positive, finite and keep shape {tuple(inits[dq.input[1]].dims)}")
         put(dq.input[1], np.asarray(rec.scale, np.float32))
-        put(dq.input[2], np.asarray(rec.zero_point, np.int8))
+        put(dq.input[2], _stored_zero_point(rec.zero_point, e.get("storage") == "uint8"))
         if rec.kind == "weight":
             if rec.int_weight is None:
                 raise HwoptError(f"weight record {rec.tensor!r} has no integer values")

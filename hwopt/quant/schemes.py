@@ -6,9 +6,12 @@
   QOperator format (U8S8/S8S8 QLinear* ops written directly) is never emitted: it is slow on x86.
 * OpenVINO (CPU): QDQ on the *inputs* of weighted ops, Add and pooling; OpenVINO folds each
   Q/DQ pair into a FakeQuantize and its low-precision transformations run the consumer in int8.
-  Quantizing outputs as well only adds requantize steps it cannot fuse. Checked against
-  onnxruntime's `quantize_static` QDQ on OpenVINO (zoo MobileNetV2): the same 52 u8
-  convolutions and i8 classifier, per-layer time within 5% (docs/quantize.md).
+  Quantizing outputs as well only adds requantize steps it cannot fuse. Placed where NNCF puts
+  its FakeQuantizes (checked layer by layer with `hwopt.quant.executed`): above MaxPool,
+  reshapes and Split (which run on int8 as is), one shared scale for a Concat's inputs (so the
+  Concat runs in int8), none on a Mul by a Sigmoid/HardSigmoid/Clip gate (SE blocks, SiLU,
+  hard-swish: OpenVINO fuses the gate into the conv and the next layer's quantize into the Mul)
+  nor on an Add/Mul with a constant operand (a bias or scale it folds into a neighbour).
 * TensorRT: symmetric int8 only (zero point 0) for activations and weights, per-channel on axis
   0, Q/DQ on op inputs (TensorRT fuses a Q into the preceding layer's epilogue).
 * LiteRT/TFLite full-integer int8: every float tensor between ops quantized (asymmetric int8
@@ -30,6 +33,15 @@ WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 DEFAULT_ACTIVATION_OPS = frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool", "MaxPool", "Mul"})
 #: activation functions that are folded into the producer's output quantization (QDQ goes after them)
 FUSED_ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "HardSigmoid", "Sigmoid", "HardSwish"})
+#: ops OpenVINO runs on int8 data as it is (its low-precision transformations move the dequantize
+#: past them): a quantizer on their output belongs on their input(s), as NNCF places it. Average
+#: pooling is not one of them: its mean leaves the grid, so it gets its own output quantizer.
+OPENVINO_PASS_THROUGH = frozenset({"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity",
+                                   "Split", "Concat"})
+#: gates: a Mul reading one of these is a squeeze-excite scale, a SiLU/swish or an exported
+#: hard-swish x*relu6(x+3), not a layer join to quantize (its float result is quantized once, for
+#: the next conv, and OpenVINO fuses the gate into the conv before it)
+GATE_OPS = frozenset({"Sigmoid", "HardSigmoid", "Clip"})
 
 
 @dataclass(frozen=True)
@@ -42,14 +54,26 @@ class Scheme:
     quantize_outputs: bool = False  # also quantize the outputs of weighted ops
     activation_ops: frozenset[str] = DEFAULT_ACTIVATION_OPS
     all_tensors: bool = False  # full-integer: quantize every float activation between ops
+    hoist_through: frozenset[str] = frozenset()  # move an input quantizer above these ops (see ptq.hoist_quantizers)
+    float_gates: bool = False  # no QDQ for a Mul by a GATE_OPS output nor an Add/Mul with a constant operand
+    activation_storage: str = "int8"  # ONNX type of activation Q/DQ (uint8: same grid, zero point + 128)
+    device_storage: bool = False  # the device profile's `qdq.activation_dtype` picks the storage
     note: str = ""
 
 
 SCHEMES: dict[str, Scheme] = {
-    "onnxruntime": Scheme("onnxruntime", activation_symmetric=False, quantize_outputs=True,
+    # storage from the device: on x86 with VNNI onnxruntime 1.32 fuses far more uint8 QDQ groups
+    # into QLinear kernels than int8 ones (ResNet digits: 9 of 9 convs vs 3; int8 ran 0.71x fp32,
+    # uint8 1.48x), see docs/quantize.md
+    "onnxruntime": Scheme("onnxruntime", activation_symmetric=False, quantize_outputs=True, device_storage=True,
                           note="S8S8 QDQ, per-channel weights; QLinear fusion needs output Q"),
     "openvino": Scheme("openvino", activation_symmetric=False,
                        activation_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool", "MatMul", "Mul"}),
+                       hoist_through=OPENVINO_PASS_THROUGH, float_gates=True,
+                       # OpenVINO 2026.4's CPU plugin computes a Concat of int8-typed quantized
+                       # inputs feeding a conv wrongly (PP-OCR det: cosine 0.15 on OpenVINO, 0.99
+                       # on onnxruntime, same QDQ model); with uint8 storage it is exact
+                       activation_storage="uint8",
                        note="QDQ on op inputs -> FakeQuantize -> int8 kernels"),
     "tensorrt": Scheme("tensorrt", activation_symmetric=True,
                        activation_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool", "MaxPool"}),
@@ -66,4 +90,6 @@ def scheme_for(runtime: str, device: DeviceProfile | None = None) -> Scheme:
     s = SCHEMES[runtime]
     if device is not None and device.qdq.activation_symmetric and not s.activation_symmetric:
         s = replace(s, activation_symmetric=True)
+    if device is not None and s.device_storage:
+        s = replace(s, activation_storage=device.qdq.activation_dtype)
     return s
