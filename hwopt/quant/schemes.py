@@ -1,7 +1,8 @@
 """Each runtime's quantization rules, in one place.
 
-* onnxruntime (CPU): S8S8 QDQ — int8 activations with a zero point, symmetric per-channel int8
-  weights. Outputs of weighted ops are quantized too, so its QDQ fusion turns DQ->Conv->Q into
+* onnxruntime (CPU): QDQ with symmetric per-channel int8 weights and activations with a zero
+  point, stored as the device profile's `qdq.activation_dtype` says (S8S8 or U8S8: on x86 with
+  VNNI, onnxruntime fuses uint8 groups far more often and runs them faster). Outputs of weighted ops are quantized too, so its QDQ fusion turns DQ->Conv->Q into
   an integer kernel (QLinearConv) instead of leaving a float Conv between dequantize nodes. The
   QOperator format (U8S8/S8S8 QLinear* ops written directly) is never emitted: it is slow on x86.
 * OpenVINO (CPU): QDQ on the *inputs* of weighted ops, Add and pooling; OpenVINO folds each
@@ -66,7 +67,7 @@ SCHEMES: dict[str, Scheme] = {
     # into QLinear kernels than int8 ones (ResNet digits: 9 of 9 convs vs 3; int8 ran 0.71x fp32,
     # uint8 1.48x), see docs/quantize.md
     "onnxruntime": Scheme("onnxruntime", activation_symmetric=False, quantize_outputs=True, device_storage=True,
-                          note="S8S8 QDQ, per-channel weights; QLinear fusion needs output Q"),
+                          note="QDQ, per-channel int8 weights, activations as the device says; QLinear fusion needs output Q"),
     "openvino": Scheme("openvino", activation_symmetric=False,
                        activation_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool", "MatMul", "Mul"}),
                        hoist_through=OPENVINO_PASS_THROUGH, float_gates=True,
