@@ -1,23 +1,26 @@
 """MetaAug: learn how to augment the calibration images so that reconstruction generalizes.
 
 Reconstruction fits a few hundred calibration images; with 4-bit activations it overfits them
-(its rounding works on those images, less on others). MetaAug trains a small transformation
-network T (a U-Net whose output is added to its input, initialized to the identity) bi-level,
-before each block is reconstructed:
+(its rounding works on those images, less on others). MetaAug (Pham et al. 2024) trains a small
+transformation network T (a U-Net whose output is added to its input, initialized to the
+identity) bi-level, alternating with the block's own fit (QDrop, `reconstruct.fit_block`):
 
-* inner step: one differentiable update of the block's rounding variables and activation steps
-  (theta' = theta - lr * normalized grad) on the block's reconstruction loss for T(x), i.e. the
-  block reconstructed on augmented data;
+* inner step: one differentiable update of the block's rounding variables and activation steps,
+  from their values so far in the fit (theta' = theta - lr * normalized grad), on the block's
+  reconstruction loss for T(x), i.e. the block reconstructed on augmented data;
 * outer step: update T so that the model with that *updated* block does well on the ORIGINAL
   images x: 5 * KL(T=4) between the quantized model's and the float model's outputs, plus
   0.5 * a margin term relu(eps - mean((T(x) - x)^2)) (eps = 0.1) that keeps T from collapsing
   to the identity, plus a feature-similarity term (the float block's features of T(x) must keep
-  the pairwise similarity structure of those of x; weight 30000 as in the paper's recipe).
+  the pairwise similarity structure of those of x; weight 30000 as in the paper's recipe);
+* the block's real fit steps then use the original and the augmented images together.
 
-The block is then reconstructed (with QDrop) on the original and the augmented images together.
-Only image models (one (N, C, H, W) input) are supported; `reconstruct` falls back to QDrop for
-others. Later blocks use float computation during the outer step, as the block after the one
-being fit has not been quantized yet.
+The paper alternates one T step with one model step; to bound the cost (each outer step runs
+the whole network, and the block inputs of T(x) must be recomputed through the quantized blocks
+before it), T gets `meta_iters` steps per block in `rounds` bursts spread over the fit, and the
+augmented data is renewed after each burst. Only image models (one (N, C, H, W) input) are
+supported; `reconstruct` falls back to QDrop for others. Later blocks use float computation
+during the outer step, as the block after the one being fit has not been quantized yet.
 """
 
 from __future__ import annotations
@@ -106,12 +109,17 @@ def _fp_chain(blocks: list[nn.Module], xs: list[Tensor]) -> list[Tensor]:
 class MetaAugmenter:
     """Supplies each block's augmented calibration data after meta-training the augmenter on it."""
 
-    def __init__(self, images: Tensor, cfg: ReconstructConfig, *, meta_iters: int | None = None,
+    def __init__(self, images: Tensor, cfg: ReconstructConfig, *, meta_iters: int | None = None, rounds: int = 4,
                  meta: MetaAugConfig | None = None, log: Callable[[str], None] = lambda _: None) -> None:
         self.images = images
         self.cfg = cfg
         self.meta = meta or MetaAugConfig()
-        self.meta_iters = meta_iters if meta_iters is not None else max(1, cfg.iters // 4)
+        #: meta steps per block; each runs the whole network several times (forward, backward and
+        #: the inner step's second-order terms). One per 8 fit steps kept MetaAug at about 3.5x
+        #: QDrop's time on the benchmark MobileNetV2 (docs/reconstruct.md)
+        self.meta_iters = meta_iters if meta_iters is not None else max(1, cfg.iters // 8)
+        #: bursts of meta steps per block (the block's fit asks for new data this often)
+        self.rounds = max(1, min(rounds, self.meta_iters, cfg.iters))
         self.net = AugmentNet(images.shape[1], self.meta.width)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.meta.lr)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -122,25 +130,38 @@ class MetaAugmenter:
         with torch.no_grad():
             return torch.cat([self.net(self.images[i : i + 64]) for i in range(0, len(self.images), 64)])
 
-    def block_data(self, blocks: list[nn.Module], b: int, fp_x: list[Tensor], q_x: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    def steps_at(self, it: int) -> int:
+        """Meta steps of the burst at fit iteration `it`: `meta_iters` per block in all, the rest first."""
+        return self.meta_iters // self.rounds + (self.meta_iters % self.rounds if it == 0 else 0)
+
+    def block_data(self, blocks: list[nn.Module], b: int, fp_x: list[Tensor], q_x: list[Tensor],
+                   it: int = 0) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Meta-train T against block `b` as fit so far (fit iteration `it`), then T's images as block data."""
         if self.fp_logits is None:
             with torch.no_grad():
                 self.fp_logits = _fp_chain(blocks, [self.images])[0]
-        outer = self.meta_train(blocks, b, fp_x, q_x)
-        self.log(f"  metaaug block {b + 1}: {self.meta_iters} meta steps, outer loss {outer:.4g}")
+        steps = self.steps_at(it)
+        outer = self.meta_train(blocks, b, fp_x, q_x, steps, it)
+        self.log(f"  metaaug block {b + 1}, fit step {it}: {steps} meta steps, outer loss {outer:.4g}")
         aug = [self.augmented()]
         with torch.no_grad():
             fp_in = _fp_chain(blocks[:b], aug)
             for block in blocks[:b]:
                 block.eval()
             q_in = run_chain(blocks[:b], aug)
+            was_training = blocks[b].training
             with quant_disabled(blocks[b]):
                 blocks[b].eval()
                 targets = run_block(blocks[b], fp_in)
+            blocks[b].train(was_training)
         return fp_in, q_in, targets
 
-    def meta_train(self, blocks: list[nn.Module], b: int, fp_x: list[Tensor], q_x: list[Tensor]) -> float:
-        """Bi-level updates of the augmenter for block `b`; the block itself is left unchanged."""
+    def meta_train(self, blocks: list[nn.Module], b: int, fp_x: list[Tensor], q_x: list[Tensor], steps: int,
+                   it: int = 0) -> float:
+        """`steps` bi-level updates of the augmenter for block `b` at fit iteration `it`.
+
+        The block's parameters, QDrop settings and train/eval mode are left as they were.
+        """
         block, cfg, meta = blocks[b], self.cfg, self.meta
         w_list, a_list = learnable(block)
         learn_ids = {id(w.alpha) for w in w_list} | {id(a.scale) for a in a_list}
@@ -150,6 +171,8 @@ class MetaAugmenter:
         step = {name: (cfg.lr_round if name.endswith("alpha") else cfg.lr_act) for name in theta}
         n_weights = sum(v.numel() for k, v in theta.items() if k.endswith("alpha"))
         rec_scale = 1.0
+        saved = [(a, a.drop_prob, a.generator) for a in a_list]
+        was_training = block.training
         for a in a_list:
             a.drop_prob, a.generator = cfg.drop, self.gen
         with torch.no_grad(), quant_disabled(block):
@@ -157,7 +180,8 @@ class MetaAugmenter:
             fp_feat = run_block(block, fp_x)
         n = len(self.images)
         outer = torch.zeros(())
-        for it in range(self.meta_iters):
+        beta = cfg.beta(it)
+        for step_no in range(steps):
             idx = torch.randint(n, (min(cfg.batch_size, n),), generator=self.gen)
             x = self.images[idx]
             x_aug = self.net(x)
@@ -168,10 +192,9 @@ class MetaAugmenter:
             block.train()
             out = functional_call(block, theta, tuple(mix_inputs(fp_in, q_in, cfg.drop, self.gen)))
             inner = reconstruction_error(out, target, range(len(target)))
-            if it == 0:  # balance error and regularizer as `reconstruct_block` does
+            if step_no == 0:  # balance error and regularizer as `reconstruct_block` does
                 rec_scale = max(float(inner.detach()), 1e-12)
             inner = inner / rec_scale
-            beta = cfg.beta(it, self.meta_iters)
             if beta is not None and n_weights:
                 inner = inner + cfg.round_weight / n_weights * sum(
                     (1 - (2 * rectified_sigmoid(v) - 1).abs().pow(beta)).sum() for k, v in theta.items() if k.endswith("alpha"))
@@ -191,7 +214,7 @@ class MetaAugmenter:
                 p.grad = g
             nn.utils.clip_grad_norm_(self.net.parameters(), meta.grad_clip)
             self.opt.step()
-        for a in a_list:
-            a.drop_prob = 0.0
-        block.eval()
+        for a, drop, gen in saved:
+            a.drop_prob, a.generator = drop, gen
+        block.train(was_training)
         return float(outer.detach())

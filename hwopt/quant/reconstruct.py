@@ -3,15 +3,21 @@
 Plain PTQ rounds every weight to the nearest grid point and fixes activation steps from
 statistics; both choices minimise each tensor's own error, not the error of what the network
 computes. Reconstruction instead fits, block by block, the quantized block's output to the float
-block's output on calibration data (BRECQ):
+block's output on calibration data; each block is fit on inputs produced by the already-quantized
+blocks before it, so later blocks learn to absorb earlier errors. The three methods differ in
+what the block computes while its rounding is fit (`ReconstructConfig`):
 
-* weights keep their grid (scale) but learn *which way to round* (AdaRound, `AdaRoundQuantizer`);
-* activation steps are learned with LSQ (`LsqActQuantizer`);
-* each block is fit on inputs produced by the already-quantized blocks before it, against the
-  float block's output on float inputs, so later blocks learn to absorb earlier errors;
-* QDrop additionally keeps each activation element in float with p = 0.5 during the fit (block
-  inputs mix float and quantized values the same way), which makes the learned rounding hold up
-  on data it was not fit on.
+* adaround (Nagel et al. 2020, QDrop's "case 1"): weights learn *which way to round*
+  (`AdaRoundQuantizer`) with the block's activations in float; the activation quantizers keep
+  their calibrated steps and are switched back on when the block is finalized;
+* qdrop (Wei et al. 2022): activation quantizers are on and their steps learned (LSQ,
+  `LsqActQuantizer`), and each activation element (block input included) stays float with
+  p = 0.5 during the fit, which makes the learned rounding hold up on data it was not fit on;
+* metaaug: qdrop, fit on the calibration images plus images from a meta-learned augmenter.
+
+After each block is fit, its learned rounding is kept only if its error (final hard rounding,
+activations quantized) is lower than round-to-nearest's on held-out calibration samples (the
+fit samples when there are too few); otherwise the block goes back to its PTQ state.
 
 The QDQ model (see `hwopt.quant.qdq`) is run in torch with the converter's ops
 (`hwopt.graph.to_torch`): its weight DequantizeLinear and activation Clip/Q/DQ chains are
@@ -24,7 +30,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -76,6 +83,15 @@ class ReconstructConfig:
     def drop(self) -> float:
         """Probability of keeping an activation element in float (0 for plain AdaRound)."""
         return self.drop_prob if self.method in ("qdrop", "metaaug") else 0.0
+
+    @property
+    def quantized_activations(self) -> bool:
+        """Whether the block's activations are quantized (and their steps learned) during the fit.
+
+        AdaRound fits the rounding with float activations; BRECQ-style QDrop and MetaAug fit it
+        with the activation quantizers on, which is what QDrop's paper shows to matter at A4.
+        """
+        return self.method != "adaround"
 
     def beta(self, it: int, iters: int | None = None) -> float | None:
         """Annealed exponent of the rounding regularizer; None during the warm-up (no regularizer)."""
@@ -145,6 +161,20 @@ def finalize(block: nn.Module) -> None:
     block.eval()
 
 
+@contextmanager
+def float_activations(a_list: Sequence[LsqActQuantizer], on: bool) -> Iterator[None]:
+    """While `on`, the given activation quantizers pass their input through in float (AdaRound's fit)."""
+    saved = [a.enabled for a in a_list]
+    if on:
+        for a in a_list:
+            a.enabled = False
+    try:
+        yield
+    finally:
+        for a, was in zip(a_list, saved):
+            a.enabled = was
+
+
 def reconstruct_block(
     block: nn.Module,
     fp_inputs: Sequence[Tensor],
@@ -153,40 +183,80 @@ def reconstruct_block(
     cfg: ReconstructConfig,
     gen: torch.Generator,
     loss_outputs: Sequence[int] | None = None,
+    check: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None,
+    augment: tuple[AugmentFn, int] | None = None,
 ) -> dict:
-    """Fit the block's rounding and activation steps so that block(q_inputs) ~ targets.
+    """Fit the block's rounding (and, but for AdaRound, activation steps) so that block(q_inputs) ~ targets.
 
     `fp_inputs` are the float model's block inputs (QDrop mixes them in); `loss_outputs` picks
-    the outputs that count (a block's pass-through outputs carry no error of its own). Returns
-    the reconstruction error with round-to-nearest and with the learned rounding.
+    the outputs that count (a block's pass-through outputs carry no error of its own). `check`
+    = (quantized inputs, targets) decides whether the learned rounding is kept: if the finalized
+    block's error there is higher than with round-to-nearest (the fit can overfit, or end before
+    the rounding settles), the block is put back to its starting state (nearest rounding,
+    calibrated steps) and "reverted" is True. Without `check` the fit samples decide.
+    `augment` = (source, rounds): extra fit data, renewed `rounds` times during the fit (MetaAug).
     """
     loss_outputs = list(range(len(targets))) if loss_outputs is None else list(loss_outputs)
     w_list, a_list = learnable(block)
     if not (w_list or a_list) or not loss_outputs:
         finalize(block)
         return {"weights": 0, "activations": 0, "iters": 0}
-    for w in w_list:
-        w.alpha.requires_grad_(True)
-    for a in a_list:
-        a.drop_prob, a.generator = cfg.drop, gen
+    check_x, check_t = check if check is not None else (q_inputs, targets)
     n = len(q_inputs[0])
     with torch.no_grad():  # LSQ steps of changed bit-widths start at their MSE-best value
         block.eval()
         block_outputs(block, [x[: min(n, 256)] for x in q_inputs])
+    start = [w.alpha.detach().clone() for w in w_list], [a.scale.detach().clone() for a in a_list]
     for w in w_list:
         w.hard = True
-    nearest = evaluate_block(block, q_inputs, targets, loss_outputs)
-    for w in w_list:
-        w.hard = False
-    # the error is measured relative to round-to-nearest and the regularizer per weight, so that
-    # one `round_weight` balances them for any block size and output magnitude
-    scale = max(nearest, 1e-12)
+    nearest = evaluate_block(block, check_x, check_t, loss_outputs)
+    for a in a_list:
+        a.drop_prob, a.generator = cfg.drop, gen
+    with float_activations(a_list, not cfg.quantized_activations):
+        # the error is measured relative to round-to-nearest and the regularizer per weight, so
+        # that one `round_weight` balances them for any block size and output magnitude
+        scale = max(evaluate_block(block, q_inputs, targets, loss_outputs), 1e-12)
+        for w in w_list:
+            w.hard = False
+        fit_block(block, w_list, a_list if cfg.quantized_activations else [], (fp_inputs, q_inputs, targets),
+                  loss_outputs, scale, cfg, gen, augment)
+    finalize(block)
+    learned = evaluate_block(block, check_x, check_t, loss_outputs)
+    reverted = learned > nearest
+    if reverted:
+        with torch.no_grad():
+            for w, alpha in zip(w_list, start[0]):
+                w.alpha.copy_(alpha)
+            for a, step in zip(a_list, start[1]):
+                a.scale.copy_(step)
+    return {"weights": len(w_list), "activations": len(a_list), "iters": cfg.iters,
+            "error_nearest": nearest, "error_learned": learned, "reverted": reverted}
+
+
+def fit_block(block: nn.Module, w_list: Sequence[AdaRoundQuantizer], a_list: Sequence[LsqActQuantizer],
+              data: tuple[Sequence[Tensor], Sequence[Tensor], Sequence[Tensor]], loss_outputs: Sequence[int],
+              scale: float, cfg: ReconstructConfig, gen: torch.Generator, augment: tuple[AugmentFn, int] | None = None) -> None:
+    """`cfg.iters` Adam steps on the rounding variables of `w_list` and the steps of `a_list`.
+
+    `data` = (float inputs, quantized inputs, float targets). With `augment` = (source, rounds),
+    the fit data is `data` plus the source's, asked again every iters/rounds steps, so that the
+    augmenter is meta-trained against the block as it is being fit (MetaAug's alternation).
+    """
     n_weights = sum(w.alpha.numel() for w in w_list)
+    for w in w_list:
+        w.alpha.requires_grad_(True)
     opt_w = torch.optim.Adam([w.alpha for w in w_list], lr=cfg.lr_round) if w_list else None
     opt_a = torch.optim.Adam([a.scale for a in a_list], lr=cfg.lr_act) if a_list else None
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_a, T_max=max(cfg.iters, 1)) if opt_a else None
-    block.train()
+    every = math.ceil(cfg.iters / augment[1]) if augment else 0
+    fp_inputs, q_inputs, targets = data
+    n = len(q_inputs[0])
     for it in range(cfg.iters):
+        if augment and it % every == 0:
+            extra = augment[0](it)
+            fp_inputs, q_inputs, targets = ([torch.cat([u, v]) for u, v in zip(x, y)] for x, y in zip(data, extra))
+            n = len(q_inputs[0])
+        block.train()
         idx = torch.randint(n, (min(cfg.batch_size, n),), generator=gen)
         xs = mix_inputs([f[idx] for f in fp_inputs], [q[idx] for q in q_inputs], cfg.drop, gen)
         loss = reconstruction_error(block_outputs(block, xs), [t[idx] for t in targets], loss_outputs) / scale
@@ -202,9 +272,6 @@ def reconstruct_block(
                 opt.step()
         if sched:
             sched.step()
-    finalize(block)
-    return {"weights": len(w_list), "activations": len(a_list), "iters": cfg.iters,
-            "error_nearest": nearest, "error_learned": evaluate_block(block, q_inputs, targets, loss_outputs)}
 
 
 # ---- the sequence of blocks -------------------------------------------------------------------
@@ -213,8 +280,17 @@ def reconstruct_block(
 class BlockData(Protocol):
     """Extra (augmented) block data for reconstruction: MetaAug implements it."""
 
-    def block_data(self, blocks: list[nn.Module], b: int, fp_x: list[Tensor], q_x: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """(fp inputs, quantized inputs, float targets) of block `b` to add to the calibration data."""
+    #: how many times during one block's fit the augmenter is updated and its data renewed
+    rounds: int
+
+    def block_data(self, blocks: list[nn.Module], b: int, fp_x: list[Tensor], q_x: list[Tensor],
+                   it: int) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """(fp inputs, quantized inputs, float targets) of block `b` to add to the fit data, at fit
+        iteration `it` (the block's rounding as learned so far)."""
+
+
+#: a source of extra fit data for one block, called with the fit iteration
+AugmentFn = Callable[[int], tuple[list[Tensor], list[Tensor], list[Tensor]]]
 
 
 def run_chain(blocks: Sequence[nn.Module], xs: Sequence[Tensor]) -> list[Tensor]:
@@ -222,6 +298,15 @@ def run_chain(blocks: Sequence[nn.Module], xs: Sequence[Tensor]) -> list[Tensor]
     for block in blocks:
         xs = list(block_outputs(block, xs))
     return list(xs)
+
+
+def held_out(n: int) -> int:
+    """Calibration samples kept out of the fit to decide learned vs nearest rounding per block.
+
+    One in eight once there are 64 or more (at most 64); below that every sample is needed for
+    the fit, and the fit samples decide.
+    """
+    return min(n // 8, 64) if n >= 64 else 0
 
 
 def reconstruct_chain(
@@ -235,27 +320,34 @@ def reconstruct_chain(
 ) -> list[dict]:
     """Reconstruct `blocks` in order (BRECQ): block b learns on the quantized blocks' outputs.
 
-    Block inputs and targets of all samples are held in memory (callers cap the sample count).
+    The last `held_out(n)` samples are not fit; they decide whether each block keeps its learned
+    rounding (`reconstruct_block`). Block inputs and targets of all samples are held in memory
+    (callers cap the sample count).
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     fp_x, q_x = list(inputs), list(inputs)
+    n_fit = len(inputs[0]) - held_out(len(inputs[0]))
     stats = []
     for b, block in enumerate(blocks):
         with quant_disabled(block):
             block.eval()
             targets = run_block(block, fp_x)
-        fit_fp, fit_q, fit_t = fp_x, q_x, targets
+        fit_fp, fit_q, fit_t = ([t[:n_fit] for t in ts] for ts in (fp_x, q_x, targets))
+        check = ([t[n_fit:] for t in q_x], [t[n_fit:] for t in targets]) if n_fit < len(inputs[0]) else None
+        source = None
         if augment is not None and learnable(block)[0]:
-            a_fp, a_q, a_t = augment.block_data(blocks, b, fp_x, q_x)
-            fit_fp, fit_q, fit_t = ([torch.cat([u, v]) for u, v in zip(x, y)] for x, y in ((fp_x, a_fp), (q_x, a_q), (targets, a_t)))
-        st = reconstruct_block(block, fit_fp, fit_q, fit_t, cfg, gen, None if loss_outputs is None else loss_outputs[b])
+            source = (lambda it, b=b, fp=fit_fp, q=fit_q: augment.block_data(blocks, b, fp, q, it)), augment.rounds
+        st = reconstruct_block(block, fit_fp, fit_q, fit_t, cfg, gen, None if loss_outputs is None else loss_outputs[b],
+                               check=check, augment=source)
         q_x = run_block(block, q_x)
         fp_x = targets
         st["block"] = b
         stats.append(st)
         if st["iters"]:
+            kept = (" -> kept round-to-nearest: the learned rounding was worse on the "
+                    f"{'held-out' if check else 'fit'} samples") if st["reverted"] else ""
             log(f"block {b + 1}/{len(blocks)}: {st['weights']} weights, {st['activations']} activations, "
-                f"error {st['error_nearest']:.4g} (nearest) -> {st['error_learned']:.4g}")
+                f"error {st['error_nearest']:.4g} (nearest) -> {st['error_learned']:.4g} (learned){kept}")
     return stats
 
 
@@ -588,7 +680,8 @@ def reconstruct(
     first (None: keep the model's). At most `max_samples` calibration samples are used, fewer
     if their block activations would exceed `memory_mb`. Returns a copy of `qdq_model` with
     the learned integers and steps, the same nodes and names, and a "hwopt.reconstruct"
-    metadata entry (method actually used, per-block errors).
+    metadata entry (method actually used, per-block errors, "reverted_blocks": 0-based blocks that
+    kept round-to-nearest because their learned rounding was worse on held-out samples).
     """
     if method not in METHODS:
         raise HwoptError(f"unknown reconstruction method {method!r}; choose one of {', '.join(METHODS)}")
@@ -620,12 +713,17 @@ def reconstruct(
         if used == "metaaug":
             from hwopt.quant.metaaug import MetaAugmenter  # metaaug builds on this module's block helpers
 
-            augment = MetaAugmenter(inputs[0], cfg, meta_iters=meta_iters, log=log)
-        log(f"{used} reconstruction: {len(net.blocks)} blocks, {n} samples, {iters} iterations per block")
+            augment = MetaAugmenter(inputs[0][: n - held_out(n)], cfg, meta_iters=meta_iters, log=log)
+        log(f"{used} reconstruction: {len(net.blocks)} blocks, {n} samples ({held_out(n)} held out to check "
+            f"each block against round-to-nearest), {iters} iterations per block")
         stats = reconstruct_chain(net.blocks, inputs, cfg, loss_outputs=net.loss_outputs(), augment=augment, log=log)
     out = write_quant_params(qdq_model, net.learned_records())
-    summary = {"method": used, "requested": method, "samples": n, "iters": iters, "seed": seed, "blocks": stats,
-               "notes": net.notes}
+    reverted = [st["block"] for st in stats if st.get("reverted")]
+    if reverted:
+        log(f"{len(reverted)} of {sum(1 for st in stats if st['iters'])} blocks kept round-to-nearest "
+            f"(learned rounding was worse): blocks {', '.join(str(b + 1) for b in reverted)}")
+    summary = {"method": used, "requested": method, "samples": n, "held_out": held_out(n), "iters": iters, "seed": seed,
+               "blocks": stats, "reverted_blocks": reverted, "notes": net.notes}
     keep = [p for p in out.metadata_props if p.key != META_KEY]
     del out.metadata_props[:]
     out.metadata_props.extend(keep)

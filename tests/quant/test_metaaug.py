@@ -10,9 +10,11 @@ from torch import nn
 
 from hwopt.data import Dataset
 from hwopt.graph.normalize import normalize_model
+from hwopt.quant.fakequant import AdaRoundQuantizer
 from hwopt.quant.metaaug import AugmentNet, MetaAugmenter, similarity_divergence
 from hwopt.quant.ptq import calibrate_plan, emit, plan_quantization
-from hwopt.quant.reconstruct import QdqNet, ReconstructConfig, reconstruct, reconstruct_summary
+from hwopt.quant.reconstruct import QdqNet, ReconstructConfig, reconstruct, reconstruct_block, reconstruct_summary
+from hwopt.quant.reconstruct import learnable as rec_learnable
 from hwopt.quant.schemes import scheme_for
 from hwopt.runtimes import get_runtime
 
@@ -49,11 +51,44 @@ def test_meta_training_changes_the_augmenter_and_supplies_block_data(tiny_model,
         fp_x = [images]
         for block in net.blocks[:b]:
             fp_x = list(block(*fp_x))
-    fp_in, q_in, targets = aug.block_data(net.blocks, b, fp_x, fp_x)
+    block = net.blocks[b]
+    block.train()
+    alphas = [w.alpha.detach().clone() for w in rec_learnable(block)[0]]
+    fp_in, q_in, targets = aug.block_data(net.blocks, b, fp_x, fp_x, it=0)
     assert any(not torch.equal(p, s) for p, s in zip(aug.net.parameters(), start))
+    assert block.training and all(torch.equal(w.alpha, a) for w, a in zip(rec_learnable(block)[0], alphas))
     assert [t.shape for t in fp_in] == [t.shape for t in fp_x] == [t.shape for t in q_in]
     assert len(targets) == len(net.blocks[b].output_names)
     assert not torch.equal(aug.augmented(), images)
+
+
+def test_meta_steps_are_spread_over_the_fit_and_see_the_rounding_learned_so_far():
+    """The augmenter is updated in bursts during the block's fit, each against the current rounding."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 8, generator=g)
+    w = torch.randn(4, 8, generator=g)
+    s = w.abs().amax(1, keepdim=True) / 7
+    q = AdaRoundQuantizer(w, s, torch.zeros_like(s), -7, 7)
+
+    class Lin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = q
+
+        def forward(self, v):
+            return v @ self.q().t()
+
+    block = Lin()
+    calls: list[tuple[int, torch.Tensor]] = []
+
+    def source(it: int):
+        calls.append((it, q.alpha.detach().clone()))
+        return [x[:8] * 2], [x[:8] * 2], [(x[:8] * 2) @ w.t()]
+
+    cfg = ReconstructConfig(method="metaaug", iters=40, batch_size=16)
+    reconstruct_block(block, [x], [x], [x @ w.t()], cfg, torch.Generator().manual_seed(0), augment=(source, 4))
+    assert [it for it, _ in calls] == [0, 10, 20, 30]
+    assert not torch.equal(calls[0][1], calls[-1][1])  # later bursts see the rounding as fit so far
 
 
 def test_metaaug_reconstruction_runs_on_both_runtimes(tiny_model, digits):
@@ -62,6 +97,7 @@ def test_metaaug_reconstruction_runs_on_both_runtimes(tiny_model, digits):
     out = reconstruct(tiny_model, qdq, calib, "metaaug", iters=16, batch_size=16, meta_iters=4, quiet=True)
     summary = reconstruct_summary(out)
     assert summary["method"] == "metaaug"
+    assert summary["held_out"] == 0 and all(b["error_learned"] >= 0 for b in summary["blocks"] if b["iters"])
     x = digits["eval"].inputs["x"][:16]
     for runtime in ("onnxruntime", "openvino"):
         rt = get_runtime(runtime)
