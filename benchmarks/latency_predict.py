@@ -1,12 +1,13 @@
-"""Latency prediction vs measurement on this machine, and the Raspberry Pi 4 calibration quality.
+"""Latency prediction vs measurement on this machine (x86 tables, onnxruntime and OpenVINO).
 
 Held-out models (never profiled: whole networks from hwopt.models.zoo at several widths, depths
 and resolutions, fp32 and int8 QDQ, plus examples/*.onnx when present) are predicted from the
 shipped x86-avx512 tables and measured here on onnxruntime and OpenVINO (1 thread, the tables'
-setting). The floor is a FLOPs-proportional predictor whose one ms/FLOP factor is fitted on the
-same models (in-sample, so it is an optimistic floor). The rpi4 numbers (NB201 cross-validation,
-published per-model error) are read from the calibrated table's provenance, where
-`python -m hwopt.latency.calibrate` wrote them.
+setting). The tables are fit on random training networks (hwopt.latency.networks); before
+anything is measured, `check_held_out` fails the run if any held-out model's kernel sequence is
+exactly that of a profiled training network. The floor is a FLOPs-proportional predictor whose
+one ms/FLOP factor is fitted on the same models (in-sample, so it is an optimistic floor).
+(The Raspberry Pi 4 calibration quality is in benchmarks/latency_rpi4.py.)
 
 A third section predicts and measures the real pretrained models of benchmarks/real_models.py
 (PaddleOCR, PicoDet, YOLOv8n, YOLOX, CRNN+LSTM: detectors and recognizers far larger than any
@@ -33,9 +34,13 @@ import torch
 
 from hwopt.graph.load import atomic_write_text, load_model, save_model
 from hwopt.graph.normalize import normalize_model
+from hwopt.devices import load_device
 from hwopt.latency import extract_kernels, predict_kernels, predict_latency
+from hwopt.latency.ort_qdq import observed_placement
 from hwopt.latency.profiler import measure_interleaved
-from hwopt.latency.table import load_table, tables_dir
+from hwopt.latency.fusion import clear_cut_cache
+from hwopt.latency.kernels import Kernel
+from hwopt.latency.table import tables_dir
 from hwopt.latency.validate import error_summary
 from hwopt.models.export import export_onnx
 from hwopt.models.zoo import build
@@ -130,8 +135,7 @@ def run_runtime(runtime: str, models: list[tuple[str, Path]]) -> dict:
 
 def real_section(runtime: str) -> dict:
     """Predicted vs measured for the real models this runtime can run (the others say why not)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from real_models import corpus
+    from real_models import corpus  # benchmarks/ is on sys.path (main)
 
     runnable, skipped = [], {}
     for m in corpus():
@@ -156,15 +160,21 @@ def real_section(runtime: str) -> dict:
 
 
 def predict_speed(folder: Path) -> dict:
-    """CPU ms per call of predict_latency (graph cut + shape inference + lookup) and of predict_kernels
-    (kernels cut once, as a search does) on MobileNetV2 at 112x112, median of 20 warm calls."""
+    """CPU ms per call on MobileNetV2 at 112x112, median of 20 calls: predict_latency on a model seen
+    for the first time (cold: shape inference and the graph cut), on one seen before (warm: the cut
+    comes from the structure cache), and predict_kernels (kernels cut once, as a search does)."""
     module, shape = build("mobilenet_v2", width=1.0)
     path = folder / "speed_mbv2.onnx"
     export_onnx(module, path, (1, shape[1], 112, 112))
     model = load_model(path)
     kernels = extract_kernels(model, "onnxruntime")
     out = {"model": "mobilenet_v2 width 1.0 at 112x112", "kernels": len(kernels)}
-    for name, call in (("predict_latency_ms", lambda: predict_latency(model, "x86-avx512", "onnxruntime")),
+    def cold():
+        clear_cut_cache()
+        predict_latency(model, "x86-avx512", "onnxruntime")
+
+    for name, call in (("predict_latency_cold_ms", cold),
+                       ("predict_latency_ms", lambda: predict_latency(model, "x86-avx512", "onnxruntime")),
                        ("predict_kernels_ms", lambda: predict_kernels(kernels, "x86-avx512", "onnxruntime"))):
         call()
         times = []
@@ -176,13 +186,28 @@ def predict_speed(folder: Path) -> dict:
     return out
 
 
-def rpi4_section() -> dict:
-    tab = load_table(tables_dir() / "rpi4-litert.json")
-    cal = tab.provenance.get("calibration", {})
-    return {"nb201": cal.get("nb201", {}), "fbnet": cal.get("fbnet", {}),
-            "published_anchors_leave_one_model_out": cal.get("anchors_leave_one_model_out"),
-            "published_by_group_mean_abs_rel_error": cal.get("published", {}).get("by_group_mean_abs_rel_error"),
-            "source_speed_factors": cal.get("source_speed_factors")}
+def _cut(model, runtime: str, shapes=None) -> tuple[str, ...]:
+    """A model's kernel sequence as the profiler records it (onnxruntime: with its observed QDQ placement)."""
+    placement = observed_placement(model) if runtime == "onnxruntime" else None
+    return tuple(k.key for k in extract_kernels(model, runtime, shapes, placement=placement))
+
+
+def check_held_out(runtime: str, held_out: list[tuple[str, object, dict | None]]) -> dict:
+    """Fail if any held-out model's exact kernel sequence is one the table's profile measured.
+
+    Kernel signatures may repeat between training networks and held-out models (that is the point
+    of a table); a whole network may not. Also reports how many held-out kernels the table holds."""
+    dev = load_device("x86-avx512")
+    samples = tables_dir() / dev.latency_tables[runtime]
+    profiled = set()
+    for line in samples.with_suffix(".samples.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind", "").startswith("net-"):
+            profiled.add(tuple(Kernel.from_dict(k).key for k in rec["kernels"]))
+    leaked = [name for name, model, shapes in held_out if _cut(model, runtime, shapes) in profiled]
+    if leaked:
+        raise SystemExit(f"held-out models were profiled as training networks on {runtime}: {leaked}")
+    return {"training_networks": len(profiled), "held_out_models": len(held_out), "exact_overlap": 0}
 
 
 def main() -> None:
@@ -196,12 +221,19 @@ def main() -> None:
     result: dict = {"benchmark": "latency_predict", "target": "x86-avx512", "threads": 1, "quick": args.quick}
     with tempfile.TemporaryDirectory() as tmp:
         models = build_models(Path(tmp), args.quick)
+        held_out = [(tag, load_model(path), None) for tag, path in models]
+        if not args.no_real:
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from real_models import corpus
+
+            held_out += [(m.name, load_model(m.path), {m.input_name: m.dims}) for m in corpus()]
+        for rt in args.runtimes.split(","):
+            result.setdefault("held_out_check", {})[rt] = check_held_out(rt, held_out)
         for rt in args.runtimes.split(","):
             result[rt] = run_runtime(rt, models)
             if not args.no_real:
                 result[rt]["real_models"] = real_section(rt)
         result["predict_speed"] = predict_speed(Path(tmp))
-    result["rpi4_analytical"] = rpi4_section()
     print(f"\n{'runtime':12s} {'predictor':22s} {'within ±10%':>12s} {'mean |err|':>11s} {'Spearman':>9s}")
     for rt in args.runtimes.split(","):
         for label, key in (("hwopt (all)", "hwopt"), ("hwopt fp32", "hwopt_fp32"), ("hwopt int8", "hwopt_int8"),
@@ -216,10 +248,6 @@ def main() -> None:
     calls = [r["predict_call_ms"] for rt in args.runtimes.split(",") for r in result[rt]["models"]]
     result["predict_call_ms_median"] = float(np.median(calls))
     print(f"\npredict speed: {result['predict_speed']}")
-    r4 = result["rpi4_analytical"]
-    loo = r4["published_anchors_leave_one_model_out"] or {}
-    print(f"\nrpi4 analytical: NB201 CV {r4['nb201'].get('cv')}  published anchors (leave-one-model-out) "
-          f"mean |err| {loo.get('mean_abs_rel_error')}")
     out = ROOT / "benchmarks" / "results" / "latency_predict.json"
     atomic_write_text(json.dumps(result, indent=1, sort_keys=True, default=float) + "\n", out)
     print(f"wrote {out}")

@@ -29,7 +29,7 @@ def profile_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the sampled configuration space (keep it to resume)."),
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Measure single kernels and small blocks here; write a latency table and its trained predictor."""
+    """Time kernels inside random networks here; write a latency table and its trained predictor."""
     if budget_min <= 0:
         raise HwoptError("--budget-min must be positive")
     out = out or Path(f"{target}-{runtime}.json")
@@ -41,12 +41,14 @@ def profile_cmd(
                               on_progress=lambda t, n: bar.update(task, completed=t, n=n))
     summary = {"table": str(out), "device": table.device, "runtime": table.runtime, "threads": table.threads,
                "entries": len(table.entries), "overhead_ms": table.overhead_ms,
-               "composition": table.composition, "provenance": table.provenance}
+               "kernel_scale": table.kernel_scale, "kernel_overhead_ms": table.kernel_overhead_ms,
+               "provenance": table.provenance}
     if json_out:
         emit_json(summary)
         return
-    console.print(f"wrote {out} ({len(table.entries)} kernels, predictor {table.predictor}); "
-                  f"overhead {table.overhead_ms:.4f} ms, composition {table.composition}")
+    console.print(f"wrote {out} ({len(table.entries)} kernel signatures from {table.provenance.get('networks')} "
+                  f"networks, predictor {table.predictor}); network = {table.kernel_scale:.3f} x kernel sum "
+                  f"+ {table.kernel_overhead_ms * 1e3:.2f} us/kernel + {table.overhead_ms:.4f} ms")
 
 
 def _default_target(runtime: str | None) -> str:

@@ -158,6 +158,16 @@ class GraphBuilder:
             return self._int8_act(self.qdq(y), act)
         return self.act(y, act) if act else y
 
+    def reshape(self, x: str, shape: tuple[int, ...]) -> str:
+        return self._node("Reshape", [x, self._init("shape", np.array(shape, np.int64))], tuple(shape))
+
+    def matmul(self, x: str, n_out: int, act: str | None = None) -> str:
+        """(..., K) @ (K, n_out) as transformer and CRNN heads run it (float; int8 mode uses `gemm`)."""
+        k = self.shapes[x][-1]
+        w = self._init("w", (self.rng.standard_normal((k, n_out)) / np.sqrt(k)).astype(np.float32))
+        y = self._node("MatMul", [x, w], (*self.shapes[x][:-1], n_out))
+        return self.act(y, act) if act else y
+
     def concat(self, xs: list[str]) -> str:
         shape = list(self.shapes[xs[0]])
         shape[1] = sum(self.shapes[x][1] for x in xs)

@@ -11,6 +11,8 @@ TensorRT's conv/pointwise fusions).
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import onnx
@@ -34,32 +36,38 @@ class FusionRule:
     anchors: frozenset[str]  # matrix ops that take post-ops
     fold_bn: bool  # BatchNorm after an anchor is folded into its weights
     residual_add: frozenset[str]  # dtypes ("fp32", "int8") for which Conv + residual Add is one kernel
-    acts: frozenset[str]  # activations fused into an anchor (also after the residual Add)
+    acts: frozenset[str]  # activations fused into an anchor
+    residual_acts: frozenset[str]  # activations fused after a fused residual Add
     eltwise_acts: frozenset[str]  # activations fused into a standalone Add/Mul kernel
     eltwise_chains: bool  # consecutive elementwise ops run as one kernel
 
 
 FUSION_RULES: dict[str, FusionRule] = {
-    # ORT CPU: Conv/Gemm + activation (FusedConv/FusedGemm), NCHWc Conv + Add + Relu for float only;
+    # ORT CPU: Conv/Gemm + activation (FusedConv/FusedGemm; 1.32's optimized graphs show HardSwish too),
+    # NCHWc Conv + Add + Relu for float only (a Clip or HardSwish after the Add stays its own node);
     # QDQ int8 runs QLinearConv (+Relu folded into the quantized range), QLinearAdd separately.
     "onnxruntime": FusionRule(
         anchors=frozenset({"Conv", "Gemm", "MatMul"}), fold_bn=True, residual_add=frozenset({"fp32"}),
-        acts=_BASIC_ACTS, eltwise_acts=frozenset(), eltwise_chains=False,
+        acts=_BASIC_ACTS | {"HardSwish"}, residual_acts=frozenset({"Relu"}), eltwise_acts=frozenset(),
+        eltwise_chains=False,
     ),
     # OpenVINO CPU (oneDNN post-ops): BN, residual Add (also with FakeQuantize) and any activation.
     "openvino": FusionRule(
         anchors=frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), fold_bn=True,
-        residual_add=frozenset({"fp32", "int8"}), acts=_ALL_ACTS, eltwise_acts=_ALL_ACTS, eltwise_chains=True,
+        residual_add=frozenset({"fp32", "int8"}), acts=_ALL_ACTS, residual_acts=_ALL_ACTS, eltwise_acts=_ALL_ACTS,
+        eltwise_chains=True,
     ),
     # TFLite/XNNPACK: BN folded at conversion, only Relu/Relu6 fused; Add is its own op with a fused Relu.
     "litert": FusionRule(
         anchors=frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), fold_bn=True, residual_add=frozenset(),
-        acts=frozenset({"Relu", "Clip"}), eltwise_acts=frozenset({"Relu", "Clip"}), eltwise_chains=False,
+        acts=frozenset({"Relu", "Clip"}), residual_acts=frozenset({"Relu", "Clip"}),
+        eltwise_acts=frozenset({"Relu", "Clip"}), eltwise_chains=False,
     ),
     # TensorRT: conv + BN + residual add + any pointwise activation; pointwise chains fused.
     "tensorrt": FusionRule(
         anchors=frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), fold_bn=True,
-        residual_add=frozenset({"fp32", "int8"}), acts=_ALL_ACTS, eltwise_acts=_ALL_ACTS, eltwise_chains=True,
+        residual_add=frozenset({"fp32", "int8"}), acts=_ALL_ACTS, residual_acts=_ALL_ACTS, eltwise_acts=_ALL_ACTS,
+        eltwise_chains=True,
     ),
 }
 
@@ -219,6 +227,48 @@ def extract_kernels(model: onnx.ModelProto, runtime: str, shapes: Shapes | None 
     it left as float ops are fp32 kernels and its remaining Q/DQ nodes are kernels of their own.
     """
     rule = fusion_rule(runtime)
+    key = _structure_key(model, rule, shapes, placement)
+    if key in _CUT_CACHE:
+        _CUT_CACHE.move_to_end(key)
+        return list(_CUT_CACHE[key])
+    kernels = _cut(model, rule, shapes, placement)
+    _CUT_CACHE[key] = tuple(kernels)
+    if len(_CUT_CACHE) > 512:  # a search cuts thousands of variants; keep the newest
+        _CUT_CACHE.popitem(last=False)
+    return kernels
+
+
+#: kernel cuts by model structure (see `_structure_key`): a model predicted again, or a candidate a
+#: search revisits, skips shape inference and the cut (about half of a cold predict call)
+_CUT_CACHE: OrderedDict[str, tuple[Kernel, ...]] = OrderedDict()
+
+
+def clear_cut_cache() -> None:
+    """Forget every cached cut (to time a cold call, or after changing FUSION_RULES in place)."""
+    _CUT_CACHE.clear()
+
+
+def _structure_key(model: onnx.ModelProto, rule: FusionRule, shapes: Shapes | None, placement: QdqPlacement | None) -> str:
+    """A digest of everything the cut depends on and nothing it does not: nodes, graph inputs and
+    outputs, initializer names, dims and types (not their values), opsets, input shapes, placement
+    and the fusion rule.
+    Hashing the weights would cost more than the cut itself on a 14 MB model."""
+    h = hashlib.sha1(repr(rule).encode())
+    g = model.graph
+    for n in g.node:
+        h.update(n.SerializeToString())
+    for vi in (*g.input, *g.output):
+        h.update(vi.SerializeToString())
+    for t in g.initializer:
+        h.update(f"{t.name}:{t.data_type}:{tuple(t.dims)}".encode())
+    h.update(repr([(o.domain, o.version) for o in model.opset_import]).encode())
+    h.update(repr(sorted((shapes or {}).items())).encode())
+    if placement is not None:
+        h.update(repr((sorted(placement.float_nodes), sorted(placement.qdq_nodes))).encode())
+    return h.hexdigest()
+
+
+def _cut(model: onnx.ModelProto, rule: FusionRule, shapes: Shapes | None, placement: QdqPlacement | None) -> list[Kernel]:
     g = _Graph(model, shapes)
     done: set[int] = set()
     kernels: list[Kernel] = []
@@ -239,6 +289,11 @@ def extract_kernels(model: onnx.ModelProto, runtime: str, shapes: Shapes | None 
         dtype = "int8" if is_q else "fp32"
         out = node.output[0]
         fused: list[str] = []
+        if (placement is not None and node.name in placement.float_nodes and op in rule.anchors
+                and len(node.input) > w_idx and g.resolve(node.input[w_idx]) != node.input[w_idx]):
+            # a float op left between Q/DQ nodes reads its weight from a DequantizeLinear run every
+            # inference: nothing to pre-pack, so onnxruntime runs its plain (not NCHWc) kernel, 2-4x slower
+            fused.append("DQweight")
         if op in rule.anchors:
             out = _absorb_anchor_followers(g, rule, node, dtype, covered, fused)
         elif op in _ELTWISE and op not in ("PRelu",):
@@ -264,7 +319,7 @@ def _absorb_anchor_followers(g, rule, node, dtype, covered, fused) -> str:
             covered.append(users[0])
             fused.append("Add")
             out = users[0].output[0]
-    while act := _activation_at(g, out, rule.acts):
+    while act := _activation_at(g, out, rule.residual_acts if "Add" in fused else rule.acts):
         fused.append(act[0])
         covered.extend(act[1])
         out = act[2]

@@ -88,7 +88,7 @@ def resolve_table(target: str | DeviceProfile, runtime: str | None = None,
 
 
 _PREDICTORS: dict[str, KernelPredictor | None] = {}
-_MEMO: dict[tuple[int, str], tuple[float, str]] = {}  # (id(table), kernel key) -> (ms, source)
+_MEMO: dict[tuple[int, str, int | None], tuple[float, str]] = {}  # (id(table), kernel key, threads) -> (ms, source)
 
 
 def _predictor(table: LatencyTable) -> KernelPredictor | None:
@@ -100,13 +100,15 @@ def _predictor(table: LatencyTable) -> KernelPredictor | None:
     return _PREDICTORS[path]
 
 
-def kernel_estimates(kernels: Sequence[Kernel], dev: DeviceProfile, table: LatencyTable) -> tuple[np.ndarray, list[str]]:
-    """Isolated per-kernel ms and their sources (before the table's composition scale)."""
+def kernel_estimates(kernels: Sequence[Kernel], dev: DeviceProfile, table: LatencyTable,
+                     threads: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """Per-kernel ms and their sources (before the table's network-sum scale and per-kernel cost);
+    `threads` only for analytical tables (default: the table's own)."""
     ms = np.zeros(len(kernels))
     src = [""] * len(kernels)
     todo: list[int] = []
     for i, k in enumerate(kernels):
-        hit = _MEMO.get((id(table), k.key))
+        hit = _MEMO.get((id(table), k.key, threads))
         if hit is not None:
             ms[i], src[i] = hit
         elif k.key in table.entries:
@@ -118,10 +120,10 @@ def kernel_estimates(kernels: Sequence[Kernel], dev: DeviceProfile, table: Laten
         todo = [i for i in todo if i not in set(rnn)]
         for i in rnn:
             parts = kernels[i].rnn_parts()
-            part_ms, part_src = kernel_estimates([k for k, _ in parts], dev, table)
+            part_ms, part_src = kernel_estimates([k for k, _ in parts], dev, table, threads)
             ms[i] = float(sum(t * n for t, (_, n) in zip(part_ms, parts)))
             src[i] = part_src[0]
-            _MEMO[(id(table), kernels[i].key)] = (float(ms[i]), src[i])
+            _MEMO[(id(table), kernels[i].key, threads)] = (float(ms[i]), src[i])
     if todo:
         pred = _predictor(table) if table.method == "measured" else None
         learn = [i for i in todo if pred is not None and pred.covers(kernels[i])]
@@ -131,21 +133,28 @@ def kernel_estimates(kernels: Sequence[Kernel], dev: DeviceProfile, table: Laten
             for i in learn:
                 src[i] = "predictor"
         if rest:
-            ms[rest] = kernels_ms([kernels[i] for i in rest], dev, table.roofline)
+            ms[rest] = kernels_ms([kernels[i] for i in rest], dev, table.roofline, threads)
             for i in rest:
                 src[i] = "analytical" if table.method == "analytical" else "fallback"
         for i in todo:
-            _MEMO[(id(table), kernels[i].key)] = (float(ms[i]), src[i])
+            _MEMO[(id(table), kernels[i].key, threads)] = (float(ms[i]), src[i])
     return ms, src
 
 
 def predict_kernels(kernels: Sequence[Kernel], target: str | DeviceProfile, runtime: str | None = None, *,
-                    table: str | os.PathLike | None = None) -> Prediction:
-    """Latency of precomputed kernels (from `extract_kernels`), for callers that predict many variants."""
+                    table: str | os.PathLike | None = None, threads: int | None = None) -> Prediction:
+    """Latency of precomputed kernels (from `extract_kernels`), for callers that predict many variants.
+    `threads` (default: the table's) is free for analytical tables; a measured table holds one count."""
     dev, tab = resolve_table(target, runtime, table)
-    ms, src = kernel_estimates(kernels, dev, tab)
+    if threads is not None and threads < 1:
+        raise HwoptError(f"--threads must be at least 1, not {threads}")
+    if threads is not None and tab.method == "measured" and threads != tab.threads:
+        raise HwoptError(f"latency table {tab.path.name if tab.path else ''} was measured at {tab.threads} thread(s); "
+                         f"profile one with --threads {threads}")
+    threads = threads or tab.threads
+    ms, src = kernel_estimates(kernels, dev, tab, threads)
     if tab.method == "measured":
-        ms = tab.in_model_ms(ms, np.array([k.io_bytes for k in kernels]), [k.dtype for k in kernels])
+        ms = tab.in_model_ms(ms)
     layers = [
         LayerLatency(k.nodes[0] if k.nodes else k.op, k.op, float(t), s, k.key, list(k.nodes))
         for k, t, s in zip(kernels, ms, src)
@@ -154,22 +163,23 @@ def predict_kernels(kernels: Sequence[Kernel], target: str | DeviceProfile, runt
     prov = {
         "table": tab.path.name if tab.path else None,
         "method": tab.method,
-        "threads": tab.threads,
+        "threads": threads,
         **{k: tab.provenance[k] for k in ("measured_on", "runtime_version", "date", "calibration", "note")
            if k in tab.provenance},
     }
-    pred = Prediction(dev.name, tab.runtime, tab.threads, total, layers, prov)
+    pred = Prediction(dev.name, tab.runtime, threads, total, layers, prov)
     pred.provenance["sources"] = pred.sources
     return pred
 
 
 def predict_latency(model: onnx.ModelProto | str | os.PathLike, target: str | DeviceProfile,
                     runtime: str | None = None, shapes: Shapes | None = None, *,
-                    table: str | os.PathLike | None = None) -> Prediction:
+                    table: str | os.PathLike | None = None, threads: int | None = None) -> Prediction:
     """Predicted latency of `model` on `target` (runtime defaults to the target's preferred one)."""
     dev = _device(target)
     rt = runtime or dev.preferred_runtime
     proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
     # onnxruntime here: ask it which QDQ groups it fuses (no static rule matched what it does)
     placement = observed_placement(proto) if rt == "onnxruntime" and dev.present_here else None
-    return predict_kernels(extract_kernels(proto, rt, shapes, placement=placement), dev, rt, table=table)
+    return predict_kernels(extract_kernels(proto, rt, shapes, placement=placement), dev, rt, table=table,
+                           threads=threads)

@@ -136,9 +136,11 @@ def _features(kernels: Sequence[Kernel], base_ms: np.ndarray) -> np.ndarray:
 
 
 def train_predictor(
-    kernels: Sequence[Kernel], measured_ms: Sequence[float], device: DeviceProfile, roofline: Roofline, *, seed: int = 0
+    kernels: Sequence[Kernel], measured_ms: Sequence[float], device: DeviceProfile, roofline: Roofline, *, seed: int = 0,
+    weights: Sequence[float] | None = None, trees: int = 300,
 ) -> KernelPredictor:
-    """Fit the correction trees on profiled single kernels."""
+    """Fit the correction trees on profiled kernels (`weights`: e.g. how many networks each signature ran in;
+    fewer `trees` for quick throw-away fits such as cross-validation folds)."""
     from sklearn.ensemble import GradientBoostingRegressor
 
     if len(kernels) < 10:
@@ -146,8 +148,8 @@ def train_predictor(
     base = roofline_ms(kernel_terms(kernels, device, roofline.threads), roofline)
     y = np.log(np.asarray(measured_ms, dtype=float)) - np.log(base)
     model = GradientBoostingRegressor(
-        n_estimators=300, max_depth=4, learning_rate=0.05, subsample=0.8, loss="huber", random_state=seed
+        n_estimators=trees, max_depth=4, learning_rate=0.05 * 300 / trees, subsample=0.8, loss="huber", random_state=seed
     )
     x = _features(kernels, base)
-    model.fit(x, y)
+    model.fit(x, y, sample_weight=None if weights is None else np.sqrt(np.asarray(weights, float)))
     return KernelPredictor(TreeEnsemble.from_sklearn(model, x), {k.family for k in kernels} & set(FAMILIES))

@@ -1,7 +1,7 @@
 """Latency tables on disk: one JSON per device + runtime, sorted and diff-friendly.
 
-A table holds measured kernels (key -> ms and the fields that make the key), the per-inference
-overhead and composition factor measured with it, the roofline factors used as a fallback, the
+A table holds measured kernels (key -> their in-context ms and the fields that make the key), the
+three numbers that turn a kernel sum into a network's time, the roofline factors used as a fallback, the
 name of the trained predictor file beside it, and a provenance block saying where every number
 came from. Parsed tables are cached by path and modification time, because a search predicts
 thousands of models against the same table.
@@ -35,11 +35,12 @@ class LatencyTable:
     roofline: Roofline
     entries: dict[str, float] = field(default_factory=dict)  # kernel key -> ms
     kernels: dict[str, Kernel] = field(default_factory=dict)  # kernel key -> Kernel
-    overhead_ms: float = 0.0  # per inference, added once to the kernel sum
-    # per dtype, inside a model a kernel takes scale * isolated - ms_per_byte * its activation bytes:
-    # an isolated run pays its own input/output layout reorders, copies and (int8) quantization, a model
-    # pays them once. Fitted on profiled multi-kernel blocks: {"fp32": [scale, ms_per_byte], ...}
-    composition: dict[str, list[float]] = field(default_factory=dict)
+    # a network takes kernel_scale * sum(kernel ms) + kernel_overhead_ms per kernel + overhead_ms once:
+    # fitted on the profiled training networks' end-to-end times (node events are per-node wall time
+    # and leave out the executor's work between nodes and the per-inference cost)
+    overhead_ms: float = 0.0
+    kernel_scale: float = 1.0
+    kernel_overhead_ms: float = 0.0
     predictor: str | None = None  # file name of the trained predictor, next to the table
     path: Path | None = None
 
@@ -53,7 +54,8 @@ class LatencyTable:
             "provenance": self.provenance,
             "roofline": self.roofline.to_dict(),
             "overhead_ms": round(self.overhead_ms, 6),
-            "composition": self.composition,
+            "kernel_scale": round(self.kernel_scale, 6),
+            "kernel_overhead_ms": round(self.kernel_overhead_ms, 6),
             "predictor": self.predictor,
             "entries": {k: {**self.kernels[k].to_dict(), "ms": round(ms, 6)} for k, ms in self.entries.items()},
         }
@@ -63,11 +65,9 @@ class LatencyTable:
         self.path = atomic_write_text(self.to_json(), path)
         return self.path
 
-    def in_model_ms(self, isolated_ms: np.ndarray, io_bytes: np.ndarray, dtypes: list[str]) -> np.ndarray:
-        """Isolated kernel times -> their share of a whole model's time (never below a quarter)."""
-        coef = np.array([self.composition.get(d, (1.0, 0.0)) for d in dtypes]).reshape(-1, 2)
-        scaled = coef[:, 0] * isolated_ms
-        return np.maximum(scaled - coef[:, 1] * io_bytes, 0.25 * scaled)
+    def in_model_ms(self, kernel_ms: np.ndarray) -> np.ndarray:
+        """Kernel times from the table or predictor -> each one's share of a network's time."""
+        return self.kernel_scale * np.asarray(kernel_ms, float) + self.kernel_overhead_ms
 
     def add(self, kernel: Kernel, ms: float) -> None:
         self.entries[kernel.key] = ms
@@ -105,7 +105,8 @@ def parse_table(text: str, source: str) -> LatencyTable:
             entries={k: float(v["ms"]) for k, v in entries.items()},
             kernels=kernels,
             overhead_ms=float(doc.get("overhead_ms", 0.0)),
-            composition={k: [float(x) for x in v] for k, v in doc.get("composition", {}).items()},
+            kernel_scale=float(doc.get("kernel_scale", 1.0)),
+            kernel_overhead_ms=float(doc.get("kernel_overhead_ms", 0.0)),
             predictor=doc.get("predictor"),
         )
     except (KeyError, TypeError, ValueError) as exc:

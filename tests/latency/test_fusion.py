@@ -17,9 +17,21 @@ def test_onnxruntime_fuses_bn_residual_add_and_relu(net):
     ops = _by_op(ks)
     assert ops[0] == ("Conv", ("Relu",))  # BatchNorm folded, not listed
     assert ops[1] == ("Conv", ("Add", "Relu"))
-    # ORT does not fuse HardSwish into a conv: it stays a kernel of its own
-    assert ("Conv", ()) in ops and ("HardSwish", ()) in ops
+    # onnxruntime 1.32's optimized graph runs Conv + HardSwish as one FusedConv
+    assert ("Conv", ("HardSwish",)) in ops and not any(k.op == "HardSwish" for k in ks)
     assert not any(k.op == "BatchNormalization" for k in ks)
+
+
+def test_onnxruntime_keeps_clip_after_a_residual_add_separate():
+    """Its NCHWc Conv + Add fusion takes a Relu after the Add, nothing else (Relu6 is a Clip node)."""
+    from hwopt.latency.builders import GraphBuilder
+
+    g = GraphBuilder((1, 16, 8, 8))
+    y = g.conv(g.input, 16, 3)
+    y = g.conv(y, 16, 3, act="Relu6", residual=y)
+    ops = _by_op(extract_kernels(g.build([y]), "onnxruntime"))
+    assert ops == [("Conv", ()), ("Conv", ("Add",)), ("Clip", ())]
+    assert _by_op(extract_kernels(g.build([y]), "openvino"))[1] == ("Conv", ("Add", "Clip"))
 
 
 def test_litert_keeps_residual_add_separate(net):
