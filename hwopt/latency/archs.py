@@ -17,28 +17,34 @@ from hwopt.latency.builders import GraphBuilder
 NB201_EDGES = [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]  # op_codes order: node <- source
 
 
-def _nb201_cell(g: GraphBuilder, x: str, codes: str) -> str | None:
-    """One cell; edges feeding nodes that never reach the output are dropped (a converter would)."""
-    c = g.shapes[x][1]
-    ops = dict(zip(NB201_EDGES, (int(ch) for ch in codes)))
+def nb201_canonical(op_codes: str) -> str | None:
+    """`op_codes` with every edge that cannot reach the cell output set to `none` (a converter drops
+    them), so archs that compute the same network get the same string; None for degenerate archs
+    (the cell outputs zeros). NAS-Bench-201's 15625 archs are about 1000 distinct networks."""
+    ops = dict(zip(NB201_EDGES, (int(ch) for ch in op_codes)))
     alive = {0}
     for j in (1, 2, 3):
         if any(ops[(j, i)] and i in alive for i in range(j)):
             alive.add(j)
     if 3 not in alive:
-        return None  # the cell outputs zeros: a degenerate architecture
+        return None
     useful = {3}
     for j in (3, 2, 1):
         if j in useful:
             useful |= {i for i in range(j) if ops[(j, i)] and i in alive}
+    return "".join(str(ops[(j, i)]) if j in useful and i in useful else "0" for j, i in NB201_EDGES)
+
+
+def _nb201_cell(g: GraphBuilder, x: str, codes: str) -> str:
+    """One cell of canonical `codes` (see `nb201_canonical`)."""
+    c = g.shapes[x][1]
+    ops = dict(zip(NB201_EDGES, (int(ch) for ch in codes)))
     nodes = {0: x}
     for j in (1, 2, 3):
-        if j not in useful:
-            continue
         terms = []
         for i in range(j):
             op = ops[(j, i)]
-            if not op or i not in useful:
+            if not op:
                 continue
             src = nodes[i]
             if op == 1:
@@ -47,6 +53,8 @@ def _nb201_cell(g: GraphBuilder, x: str, codes: str) -> str | None:
                 terms.append(g.conv(g.act(src, "Relu"), c, 1 if op == 2 else 3, bias=False, bn=True))
             else:
                 terms.append(g.pool(src, "AveragePool", 3, 1, pad=1))
+        if not terms:
+            continue
         y = terms[0]
         for t in terms[1:]:
             y = g.add(y, t)
@@ -56,6 +64,9 @@ def _nb201_cell(g: GraphBuilder, x: str, codes: str) -> str | None:
 
 def nb201(op_codes: str, *, classes: int = 10) -> onnx.ModelProto | None:
     """NB201 TinyNetwork for an `op_codes` string (6 digits); None for degenerate archs."""
+    codes = nb201_canonical(op_codes)
+    if codes is None:
+        return None
     g = GraphBuilder((1, 3, 32, 32))
     x = g.conv(g.input, 16, 3, bias=False, bn=True)
     for stage, c in enumerate((16, 32, 64)):
@@ -64,9 +75,7 @@ def nb201(op_codes: str, *, classes: int = 10) -> onnx.ModelProto | None:
             a = g.conv(g.act(a, "Relu"), c, 3, bias=False, bn=True)
             x = g.add(a, g.conv(g.pool(x, "AveragePool", 2, 2), c, 1, bias=False))
         for _ in range(5):
-            x = _nb201_cell(g, x, op_codes)
-            if x is None:
-                return None
+            x = _nb201_cell(g, x, codes)
     x = g.act(g.batchnorm(x), "Relu")
     return g.build([g.gemm(g.flatten(g.global_pool(x)), classes)])
 
@@ -129,6 +138,42 @@ def mobilenet_v2(res: int = 224) -> onnx.ModelProto:
     return g.build([g.gemm(g.flatten(g.global_pool(x)), 1000)])
 
 
+def _mbv3(blocks: list[tuple[int, int, int, bool, str, int]], last: int, head: int, res: int) -> onnx.ModelProto:
+    """MobileNetV3 from its block table: (kernel, expansion channels, out channels, SE, act, stride)."""
+    g = GraphBuilder((1, 3, res, res))
+    x = g.conv(g.input, 16, 3, 2, bias=False, bn=True, act="HardSwish")
+    for k, exp, c, se, act, s in blocks:
+        cin = g.shapes[x][1]
+        y = g.conv(x, exp, 1, bias=False, bn=True, act=act) if exp != cin else x
+        y = g.conv(y, exp, k, s, g=exp, bias=False, bn=True, act=act)
+        if se:  # squeeze-excite: pool, reduce to a quarter (multiple of 8), expand, hard-sigmoid gate
+            z = g.conv(g.global_pool(y), max(8, (exp // 4 + 4) // 8 * 8), 1, act="Relu")
+            y = g.mul(y, g.conv(z, exp, 1, act="HardSigmoid"))
+        x = g.conv(y, c, 1, bias=False, bn=True, residual=x if (s == 1 and cin == c) else None)
+    x = g.conv(x, last, 1, bias=False, bn=True, act="HardSwish")
+    return g.build([g.gemm(g.gemm(g.flatten(g.global_pool(x)), head, act="HardSwish"), 1000)])
+
+
+def mobilenet_v3_large(res: int = 224) -> onnx.ModelProto:
+    blocks = [(3, 16, 16, False, "Relu", 1), (3, 64, 24, False, "Relu", 2), (3, 72, 24, False, "Relu", 1),
+              (5, 72, 40, True, "Relu", 2), (5, 120, 40, True, "Relu", 1), (5, 120, 40, True, "Relu", 1),
+              (3, 240, 80, False, "HardSwish", 2), (3, 200, 80, False, "HardSwish", 1),
+              (3, 184, 80, False, "HardSwish", 1), (3, 184, 80, False, "HardSwish", 1),
+              (3, 480, 112, True, "HardSwish", 1), (3, 672, 112, True, "HardSwish", 1),
+              (5, 672, 160, True, "HardSwish", 2), (5, 960, 160, True, "HardSwish", 1),
+              (5, 960, 160, True, "HardSwish", 1)]
+    return _mbv3(blocks, 960, 1280, res)
+
+
+def mobilenet_v3_small(res: int = 224) -> onnx.ModelProto:
+    blocks = [(3, 16, 16, True, "Relu", 2), (3, 72, 24, False, "Relu", 2), (3, 88, 24, False, "Relu", 1),
+              (5, 96, 40, True, "HardSwish", 2), (5, 240, 40, True, "HardSwish", 1),
+              (5, 240, 40, True, "HardSwish", 1), (5, 120, 48, True, "HardSwish", 1),
+              (5, 144, 48, True, "HardSwish", 1), (5, 288, 96, True, "HardSwish", 2),
+              (5, 576, 96, True, "HardSwish", 1), (5, 576, 96, True, "HardSwish", 1)]
+    return _mbv3(blocks, 576, 1024, res)
+
+
 def resnet(depth: int = 18, res: int = 224) -> onnx.ModelProto:
     """ResNet-18/34 (basic blocks) or ResNet-50 (bottlenecks)."""
     layers = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3]}[depth]
@@ -177,6 +222,7 @@ def squeezenet(res: int = 227) -> onnx.ModelProto:
 
 
 CLASSIC = {
-    "mobilenet": mobilenet_v1, "mobilenet_v2": mobilenet_v2, "resnet18": lambda: resnet(18),
+    "mobilenet": mobilenet_v1, "mobilenet_v2": mobilenet_v2, "mobilenet_v3": mobilenet_v3_large,
+    "mobilenet_v3_small": mobilenet_v3_small, "resnet18": lambda: resnet(18),
     "resnet50": lambda: resnet(50), "vgg16": vgg16, "squeezenet": squeezenet,
 }
