@@ -9,6 +9,11 @@ onnx2tf downloads a sample image set from the internet to validate and calibrate
 one 3-channel image input; here that function is replaced by one that returns the caller's
 calibration data, so the conversion runs offline and is calibrated on the user's samples.
 
+onnx2tf writes the float32 and float16 files before it quantizes to int8, and TensorFlow's
+full-integer quantizer can fail or even crash the process on some graphs (a segmentation fault
+on an LSTM). The conversion therefore runs in a forked child; this parent then reports every file
+that was written and, for a precision that is missing, why: the float files survive an int8 failure.
+
 usage: python convert.py --onnx M.onnx --out DIR --calib calib.npz --precisions fp32,fp16,int8
 """
 
@@ -17,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +47,44 @@ def main() -> int:
         return 2
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    error_file = out / ".error"
+    pid = os.fork()
+    if pid == 0:  # the child converts; nothing of TensorFlow is ever loaded in the parent
+        code = 0
+        try:
+            convert(Path(args.onnx), out, Path(args.calib), precisions)
+        except SystemExit as exc:  # onnx2tf exits after logging its error; the caller reads that from stderr
+            code = exc.code if isinstance(exc.code, int) and exc.code else 1
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent as the reason, whatever it is
+            error_file.write_text(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        why = f"the converter crashed ({signal.Signals(sig).name})"
+    else:
+        why = error_file.read_text() if error_file.is_file() else f"the converter exited with {os.WEXITSTATUS(status)}"
+    stem = Path(args.onnx).stem
+    written = {p: str(out / f"{stem}{SUFFIXES[p]}") for p in precisions if (out / f"{stem}{SUFFIXES[p]}").is_file()}
+    failed = {p: why if status else f"onnx2tf wrote no {p} model" for p in precisions if p not in written}
+    if "fp32" not in written:
+        print(json.dumps({"error": failed["fp32"]}))
+        return 1
+    print(json.dumps({"files": written, "failed": failed, "onnx2tf": version("onnx2tf")}))
+    return 0
+
+
+def convert(onnx_path: Path, out: Path, calib_path: Path, precisions: list[str]) -> None:
+    """Run onnx2tf on `onnx_path` into `out`, calibrating int8 on the NHWC arrays in `calib_path`."""
     import onnx2tf
     import onnx2tf.onnx2tf as o2t_module
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with np.load(args.calib) as z:
+    with np.load(calib_path) as z:
         calib = {k: z[k].astype(np.float32) for k in z.files}
     first = next(iter(calib.values()))
 
@@ -54,6 +93,8 @@ def main() -> int:
         return first
 
     o2t_module.download_test_image_data = offline_images
+    if "int8" in precisions:
+        convert_only_what_hwopt_uses()
     calib_args = []
     for name, arr in calib.items():
         npy = out / f".calib_{len(calib_args)}.npy"
@@ -62,10 +103,10 @@ def main() -> int:
         calib_args.append([name, str(npy), zeros, np.ones_like(zeros)])
 
     stdout = sys.stdout
-    sys.stdout = sys.stderr  # onnx2tf prints progress; keep our stdout for the one JSON line
+    sys.stdout = sys.stderr  # onnx2tf prints progress; the parent's stdout carries the one JSON line
     try:
         onnx2tf.convert(
-            input_onnx_file_path=args.onnx,
+            input_onnx_file_path=str(onnx_path),
             output_folder_path=str(out),
             output_integer_quantized_tflite="int8" in precisions,
             custom_input_op_name_np_data_path=calib_args if "int8" in precisions else None,
@@ -78,14 +119,43 @@ def main() -> int:
         sys.stdout = stdout
         for c in calib_args:
             Path(c[1]).unlink(missing_ok=True)
-    stem = Path(args.onnx).stem
-    files = {p: str(out / f"{stem}{SUFFIXES[p]}") for p in precisions}
-    missing = [p for p, f in files.items() if not Path(f).is_file()]
-    if missing:
-        print(json.dumps({"error": f"onnx2tf wrote no {', '.join(missing)} model"}))
-        return 1
-    print(json.dumps({"files": files, "onnx2tf": onnx2tf.__version__}))
-    return 0
+
+
+#: the TensorFlow converter classes onnx2tf builds (from a Keras model, concrete functions, a SavedModel)
+_CONVERTERS = ("TFLiteConverterV2", "TFLiteFrozenGraphConverterV2", "TFLiteKerasModelConverterV2",
+               "TFLiteSavedModelConverterV2")
+
+
+def convert_only_what_hwopt_uses() -> None:
+    """Skip the TFLite conversions whose files hwopt never reads (they come back as empty bytes).
+
+    Asked for int8, onnx2tf also writes a dynamic-range model, an int8 model with float inputs and
+    two int16-activation models: four more full conversions, three of them calibrated, and the
+    ones that crashed TensorFlow on an LSTM. onnx2tf writes what the converter returns to files
+    hwopt ignores, so only fp32, fp16 and full-integer int8 are really converted. (They cannot
+    simply raise: the float-input int8 model shares its try block with the full-integer one.)
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import lite
+
+    def wanted(conv) -> bool:
+        if not conv.optimizations:
+            return True  # float32
+        if tf.float16 in conv.target_spec.supported_types:
+            return True  # float16
+        return (conv.representative_dataset is not None and conv.inference_input_type == tf.int8
+                and tf.lite.OpsSet.TFLITE_BUILTINS_INT8 in conv.target_spec.supported_ops)  # full-integer int8
+
+    def guard(original):
+        def convert(self):
+            return original(self) if wanted(self) else b""
+
+        return convert
+
+    for name in _CONVERTERS:
+        cls = getattr(lite, name)
+        if "convert" in vars(cls):
+            cls.convert = guard(vars(cls)["convert"])
 
 
 if __name__ == "__main__":

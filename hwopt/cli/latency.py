@@ -66,6 +66,9 @@ def predict_cmd(
     table: Path = typer.Option(None, "--table", help="Use this latency table instead of the target's own."),
     validate: bool = typer.Option(False, "--validate", help="Also measure the models here; print predicted vs measured."),
     layers: int = typer.Option(15, "--layers", help="Slowest layers to print (human output)."),
+    threads: int = typer.Option(None, "--threads", min=1,
+                                help="Threads on the target (analytical tables scale to any count; a measured "
+                                     "table answers only for the count it was profiled at). Default: the table's."),
     shape: list[str] = SHAPE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
@@ -77,7 +80,7 @@ def predict_cmd(
     if validate:
         _validate(models, dev.name, runtime, table, shapes, json_out)
         return
-    preds = [predict_latency(load_model(m), dev, runtime, shapes, table=table) for m in models]
+    preds = [predict_latency(load_model(m), dev, runtime, shapes, table=table, threads=threads) for m in models]
     if json_out:
         emit_json(preds[0].to_dict() if len(preds) == 1 else [p.to_dict() for p in preds])
         return

@@ -48,6 +48,7 @@ class OnnxLayoutSession(Session):
         self.runtime = inner.runtime
         self.precision = inner.precision
         self.threads = inner.threads
+        self.on_host_cpu = inner.on_host_cpu
         self.input_names = list(onnx_inputs)
         self.output_names = list(inner.output_names)
 

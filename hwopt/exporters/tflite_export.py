@@ -13,7 +13,9 @@ this side prepares what that converter needs and checks what it returns:
   NCHW <-> NHWC transposes undone on inputs and outputs.
 
 One onnx2tf run writes every precision (fp32, fp16, int8), so with a `cache` (the pipeline's
-stage cache) the fp32 and int8 candidates of one model share a single conversion.
+stage cache) the fp32 and int8 candidates of one model share a single conversion. When only the
+int8 step fails (TensorFlow's quantizer on an LSTM), the float files are kept and verified, and
+only an int8 request fails, with the converter's reason.
 """
 
 from __future__ import annotations
@@ -129,7 +131,10 @@ def export_litert(
         else:
             entry = Path(scratch)
             reply = convert(entry)
-        for p in wanted:
+        failed = reply.get("failed", {})
+        if precision in failed:  # the other precisions stay in the cache for their own candidates
+            raise HwoptError(f"TFLite {precision} conversion failed ({', '.join(reply['files'])} converted): {failed[precision]}")
+        for p in reply["files"]:
             target = out if p == precision else out.with_name(f"{out.stem}_{p}.tflite")
             written[p] = atomic_write_bytes((entry / reply["files"][p]).read_bytes(), target)
     checks = _verify_all(written, shapes, reference, feeds)
@@ -138,7 +143,8 @@ def export_litert(
              "re-export for another input size"]
     notes += [f"{written[p].name}: {p}, " + (f"max abs diff {v.max_abs_diff:.3g}, cosine {v.cosine:.4f}"
                                             if v.max_abs_diff is not None else v.reason) for p, v in checks.items()]
-    return ExportResult("litert", precision, out, [written[p] for p in wanted], checks[precision], notes)
+    notes += [f"{p}: conversion failed ({why})" for p, why in failed.items()]
+    return ExportResult("litert", precision, out, list(written.values()), checks[precision], notes)
 
 
 def _conversion_key(prepared: onnx.ModelProto, calib: dict[str, np.ndarray], wanted: list[str]) -> str:
@@ -168,12 +174,16 @@ def _convert(python: Path, prepared: onnx.ModelProto, calib: dict[str, np.ndarra
         reply = _last_json(proc.stdout)
         if proc.returncode != 0 or "files" not in reply:
             why = reply.get("error") or _last_error_line(proc.stderr)
+            if reply.get("error", "").startswith("the converter exited"):
+                why += f": {_last_error_line(proc.stderr)}"
             raise HwoptError(f"TFLite conversion (onnx2tf) failed: {why}")
         files = {}
-        for p in wanted:
+        for p, path in reply["files"].items():
             files[p] = f"model_{p}.tflite"
-            Path(reply["files"][p]).replace(work / files[p])
-    return {"files": files, "onnx2tf": reply.get("onnx2tf", "?")}
+            Path(path).replace(work / files[p])
+        failed = {p: why + (f": {_last_error_line(proc.stderr)}" if why.startswith("the converter exited") else "")
+                  for p, why in reply.get("failed", {}).items()}
+    return {"files": files, "failed": failed, "onnx2tf": reply.get("onnx2tf", "?")}
 
 
 def _verify_all(written: dict[str, Path], shapes: Shapes, reference: list, feeds: list[Feeds]) -> dict[str, Verification]:

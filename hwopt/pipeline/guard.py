@@ -1,18 +1,32 @@
 """The accuracy guard: which candidate to keep, and why.
 
 A candidate is eligible when its accuracy drop against the baseline stays within the budget
-(and, with a latency budget, when it is also fast enough). The fastest eligible one wins. When
-none is eligible the original model, exported in the best float configuration, is returned
-together with the reason; a budget is never broken silently.
+(and, with a latency budget, when it is also fast enough). Latencies are noisy, so "fastest"
+means faster beyond the noise: a candidate beats another only when it wins most of the
+interleaved timing rounds by a margin larger than the rounds' own spread. Among the eligible
+candidates that the fastest one does not beat that way, the one with the smallest accuracy drop
+wins, then the simpler deployment (fp32 before fp16/bf16 before int8, the float baseline itself,
+the target's preferred runtime), then the lower latency. The verdict names the rule that decided.
+A candidate measured slower than the float baseline is never picked over it. When none is eligible
+the original model, exported in the best float configuration, is returned together with the
+reason; a budget is never broken silently.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 #: accuracy is compared with this slack (points) so float rounding of a percentage never flips a verdict
 _EPS = 1e-9
+#: a candidate beats a slower-looking one only if it wins at least this share of the interleaved rounds...
+WIN_SHARE = 0.8
+#: ...and is faster by this fraction, or by the rounds' own spread when that is larger
+MIN_MARGIN = 0.05
+#: deployment simplicity: a float file needs no calibration and runs the same everywhere
+PRECISION_RANK = {"fp32": 0, "fp16": 1, "bf16": 1, "int8": 2}
 
 
 @dataclass
@@ -24,6 +38,10 @@ class Verdict:
     reason: str
     #: set when candidates failed: a pick among the few that ran is not the comparison the user asked for
     warning: str = ""
+    #: which rule decided: fastest, smaller-drop, simpler-precision, baseline, preferred-runtime, ...
+    rule: str = ""
+    #: the eligible candidates within timing noise of the fastest one (the pick was made among them)
+    within_noise: list[str] = field(default_factory=list)
 
 
 def meets_accuracy(drop: float | None, budget: float) -> bool:
@@ -57,9 +75,63 @@ def choose(candidates: list[dict], baseline: dict, max_accuracy_drop: float, lat
     fastest = min(timed, key=lambda c: c["latency_ms"])
     if latency_ms is not None and fastest["latency_ms"] > latency_ms:
         return Verdict(fastest["name"], False, f"latency budget {latency_ms:g} ms not met: the fastest candidate within the "
-                       f"accuracy budget takes {fastest['latency_ms']:.3f} ms")
-    return Verdict(fastest["name"], True, f"fastest candidate within the {max_accuracy_drop:g}-point accuracy budget"
-                   + (f" and the {latency_ms:g} ms latency budget" if latency_ms is not None else ""))
+                       f"accuracy budget takes {fastest['latency_ms']:.3f} ms", rule="fastest")
+    base_ms = baseline.get("latency_ms")
+    within = [c for c in timed if not clearly_faster(fastest, c) and (latency_ms is None or c["latency_ms"] <= latency_ms)
+              and (base_ms is None or c["name"] == baseline["name"] or c["latency_ms"] <= base_ms)] or [fastest]
+    rank = prefer or (lambda c: ())
+    pick = min(within, key=lambda c: (c["accuracy_drop"], PRECISION_RANK.get(c["precision"], 3), c["name"] != baseline["name"],
+                                      tuple(not x for x in rank(c)), c["latency_ms"]))
+    rule, why = _rule(pick, fastest, baseline, within, rank)
+    budgets = f"the {max_accuracy_drop:g}-point accuracy budget" + (f" and the {latency_ms:g} ms latency budget"
+                                                                     if latency_ms is not None else "")
+    head = "fastest candidate within " + budgets if rule == "fastest" else f"within {budgets}, {why}"
+    if rule == "fastest" and why:
+        head += f" ({why})"
+    return Verdict(pick["name"], True, head, rule=rule, within_noise=[c["name"] for c in within])
+
+
+def clearly_faster(a: dict, b: dict) -> bool:
+    """Whether `a`'s latency beats `b`'s beyond the measured noise.
+
+    With interleaved rounds (`latency_rounds_ms`, same count for both) `a` must win at least
+    WIN_SHARE of the rounds and be faster by max(MIN_MARGIN, both rounds' relative spread). A
+    single number (predicted, or timed alone) has no spread: MIN_MARGIN alone then decides.
+    """
+    la, lb = a["latency_ms"], b["latency_ms"]
+    ra, rb = a.get("latency_rounds_ms"), b.get("latency_rounds_ms")
+    if ra and rb and len(ra) == len(rb):
+        wins = sum(x < y for x, y in zip(ra, rb))
+        margin = max(MIN_MARGIN, relative_spread(ra) + relative_spread(rb))
+        return wins >= WIN_SHARE * len(ra) and lb >= la * (1 + margin)
+    return lb >= la * (1 + MIN_MARGIN)
+
+
+def relative_spread(rounds: list[float]) -> float:
+    """Median absolute deviation of per-round latencies over their median (0.02 = rounds agree within ~2 %)."""
+    x = np.asarray(rounds, float)
+    med = float(np.median(x))
+    return float(np.median(np.abs(x - med))) / med if med > 0 else 0.0
+
+
+def _rule(pick: dict, fastest: dict, baseline: dict, within: list[dict], rank: Callable[[dict], tuple]) -> tuple[str, str]:
+    """Which tie-break made `pick` win over `fastest`, in words."""
+    others = [c["name"] for c in within if c["name"] != pick["name"]]
+    if pick is fastest:
+        return "fastest", (f"{', '.join(others)} within timing noise; none with a smaller drop or a simpler deployment"
+                           if others else "")
+    vs = f"{pick['name']} ({pick['latency_ms']:.3f} ms) is within timing noise of the fastest, {fastest['name']} " \
+         f"({fastest['latency_ms']:.3f} ms), and "
+    if pick["accuracy_drop"] < fastest["accuracy_drop"]:
+        drops = f"{pick['accuracy_drop']:.2f} vs {fastest['accuracy_drop']:.2f} points"
+        return "smaller-drop", vs + f"has the smaller accuracy drop ({drops})"
+    if PRECISION_RANK.get(pick["precision"], 3) < PRECISION_RANK.get(fastest["precision"], 3):
+        return "simpler-precision", vs + f"is the simpler deployment ({pick['precision']} rather than {fastest['precision']})"
+    if pick["name"] == baseline["name"]:
+        return "baseline", vs + "is the float baseline itself"
+    if rank(pick) > rank(fastest):
+        return "preferred-runtime", vs + f"runs on the target's preferred runtime ({pick['runtime']})"
+    return "fastest", vs + "ties with it otherwise"
 
 
 def meets_budgets(rec: dict, max_accuracy_drop: float, latency_ms: float) -> bool:

@@ -59,8 +59,14 @@ def build_report(
     layers,
     recipe: Recipe,
     commands: list[str],
+    seconds: dict[str, float] | None = None,
 ) -> dict:
-    """The report dict (DESIGN.md keys); `files` maps model/baseline to the copied files."""
+    """The report dict (DESIGN.md keys); `files` maps model/baseline to the copied files.
+
+    `seconds`: wall time of the work outside the cached stages (plan: loading, planning and the
+    reference outputs; guard: the latency re-timing; deploy: copying and the per-layer prediction).
+    """
+    took = {k: round(v, 1) for k, v in (seconds or {}).items()}
     chosen = next(r for r in records if r["name"] == verdict.chosen)
     cs = {name: census_of(arts[name]) for name in {baseline["name"], chosen["name"]}}
     sizes = {n: {"params": c.params, "macs": c.macs} for n, c in cs.items()}
@@ -71,20 +77,23 @@ def build_report(
     stages = [{"stage": "load", "what": "normalized copy of the input model (input file never modified)",
                "cached": bool(source.meta.get("cached"))},
               {"stage": "plan", "what": f"{len(recipe.candidates)} candidates for {device.name}", "notes": recipe.notes,
-               "latency": "measured on this machine" if recipe.measure else "predicted (target not present here)"}]
+               "latency": "measured on this machine" if recipe.measure else "predicted (target not present here)",
+               "seconds": took.get("plan")}]
     for name, what in _STAGE_WHAT.items():
         runs = [t for t in traces if t["stage"] == name]
         if runs:
-            stages.append({"stage": name, "what": what, "runs": len(runs), "cached": sum(t["cached"] for t in runs)})
+            stages.append({"stage": name, "what": what, "runs": len(runs), "cached": sum(t["cached"] for t in runs),
+                           "seconds": round(sum(t.get("seconds", 0.0) for t in runs), 1)})
     stages.append({"stage": "guard", "chosen": verdict.chosen, "budget_met": verdict.budget_met, "reason": verdict.reason,
-                   "warning": verdict.warning, "candidates": _status_counts(records),
+                   "rule": verdict.rule, "within_noise": verdict.within_noise, "warning": verdict.warning,
+                   "candidates": _status_counts(records), "seconds": took.get("guard"),
                    "max_accuracy_drop": recipe.max_accuracy_drop, "latency_ms": recipe.latency_ms})
     stages.append({"stage": "deploy", "artifact": res["artifact"], "verification": chosen.get("verification"),
                    "layers": [] if layers is None else [
                        {"name": lay.name, "op": lay.op, "latency_ms": lay.latency_ms, "source": lay.source}
                        for lay in sorted(layers.layers, key=lambda x: -x.latency_ms)[:TOP_LAYERS]],
                    "layers_source": "predicted by hwopt.latency" if layers is not None else "no latency table",
-                   "commands": commands})
+                   "commands": commands, "seconds": took.get("deploy")})
     written = sorted({str(p.relative_to(out)) for k, ps in files.items() if not k.endswith("_main") for p in ps}
                      | {"recipe.yaml", "report.json", "report.html"})
     report = {

@@ -10,6 +10,7 @@ options, asks the cache, and runs the stage only on a miss.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,7 +26,7 @@ class Pipeline:
         self.steps = steps
         self.cache = cache
         self.ctx = ctx
-        self.trace: list[dict] = []  # one entry per step run: stage, options, cache hit or not
+        self.trace: list[dict] = []  # one entry per step run: stage, options, cache hit or not, wall seconds
 
     def run(self, art: Artifact) -> Artifact:
         for step in self.steps:
@@ -43,6 +44,8 @@ class Pipeline:
         def run(work: Path) -> dict:
             return fn(art, options, self.ctx, work).to_dict(work)
 
+        t0 = time.perf_counter()
         result, entry = self.cache.get_or_run(step.stage, key, run)
-        self.trace.append({"stage": step.stage, "options": opts, "cached": cached, "entry": entry.name})
+        self.trace.append({"stage": step.stage, "options": opts, "cached": cached, "entry": entry.name,
+                           "seconds": round(time.perf_counter() - t0, 2)})
         return Artifact.from_dict(result, entry)

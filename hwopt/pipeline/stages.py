@@ -23,7 +23,7 @@ from hwopt.graph.load import load_model, save_model
 from hwopt.graph.shapes import Shapes
 from hwopt.pipeline.artifact import Artifact
 from hwopt.pipeline.cache import StageCache
-from hwopt.runtimes import get_runtime, time_session
+from hwopt.runtimes import get_runtime, time_session, timing_clock
 
 
 @dataclass
@@ -80,9 +80,12 @@ class EvaluateOptions:
     runtime: str
     precision: str = "fp32"
     measure: bool = True
-    warmup: int = 5
+    warmup: int = 2  # the accuracy pass just ran the session over the eval data: it is warm
     runs: int = 30
     eval_limit: int | None = None
+    #: wall seconds the timing may take: a 0.8 s-per-call detector gets fewer runs (at least min_runs)
+    time_budget_s: float = 8.0
+    min_runs: int = 5
 
 
 @dataclass(frozen=True)
@@ -222,8 +225,13 @@ def evaluate(art: Artifact, opts: EvaluateOptions, ctx: StageContext, work: Path
                  "accuracy_runtime": accuracy_runtime, "eval_samples": len(ds)})
     if opts.measure and here and ctx.device.present_here:
         feeds = next(ds.batches(1))
-        times = time_session(session, feeds, warmup=opts.warmup, runs=opts.runs)
-        meta.update({"latency_ms": float(np.median(times)), "latency_source": "measured", "latency_runs": opts.runs})
+        # the budget is wall time (what the user waits for; under load a call takes several times its CPU time)
+        probe_ms = float(time_session(session, feeds, warmup=opts.warmup, runs=1, clock="wall")[0])
+        runs = int(np.clip(opts.time_budget_s * 1e3 / max(probe_ms, 1e-3), opts.min_runs, opts.runs))
+        clock = timing_clock(session)
+        times = time_session(session, feeds, warmup=0, runs=runs, clock=clock)
+        meta.update({"latency_ms": float(np.median(times)), "latency_source": "measured", "latency_runs": runs,
+                     "latency_clock": clock})
     else:
         pred = predict(art, opts.runtime, ctx)
         meta.update({"latency_ms": pred.latency_ms if pred else None, "latency_source": "predicted",

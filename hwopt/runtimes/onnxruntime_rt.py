@@ -38,6 +38,7 @@ class OrtSession(Session):
         self.runtime = "onnxruntime"
         self.precision = precision
         self.threads = threads
+        self.on_host_cpu = provider == "cpu"
         self.input_names = [i.name for i in self._sess.get_inputs()]
         self.output_names = [o.name for o in self._sess.get_outputs()]
 

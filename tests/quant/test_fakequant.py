@@ -90,4 +90,4 @@ def test_lsq_init_from_data_picks_a_smaller_step_for_low_bits():
     q = LsqActQuantizer(scale=1.0, zero_point=0, qmin=-8, qmax=7)
     q.init_pending = True
     q(torch.randn(4, 1000) * 0.5)
-    assert not q.init_pending and float(q.scale) < 1.0
+    assert not q.init_pending and float(q.scale.detach()) < 1.0

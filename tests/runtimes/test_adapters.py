@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from hwopt.errors import HwoptError, NotAvailableError
 from hwopt.graph.load import load_model
 from hwopt.graph.shapes import random_inputs, resolve_input_shapes
-from hwopt.runtimes import RUNTIMES, get_runtime, summarize, time_session
+from hwopt.runtimes import RUNTIMES, Session, get_runtime, summarize, time_session, timing_clock
 
 openvino = pytest.importorskip("openvino")
 
@@ -109,3 +110,39 @@ def test_timing_and_summary(tiny_model_path) -> None:
     assert res.runs == 20 and res.threads == 1 and res.runtime == "onnxruntime"
     assert res.min_ms <= res.p50_ms <= res.p90_ms <= res.p99_ms
     assert res.p50_ms == pytest.approx(float(np.median(times)))
+
+
+class _FakeSession(Session):
+    """A session whose call either sleeps (waits like a throttled process) or spins (works)."""
+
+    runtime, precision, input_names, output_names = "fake", "fp32", [], []
+
+    def __init__(self, threads: int = 1, spin: bool = False, on_host_cpu: bool = True):
+        self.threads, self.spin, self.on_host_cpu = threads, spin, on_host_cpu
+
+    def run(self, feeds):
+        end = time.perf_counter() + 0.004
+        if not self.spin:
+            time.sleep(0.004)
+        while self.spin and time.perf_counter() < end:
+            pass
+        return []
+
+
+def test_cpu_clock_leaves_out_waiting_and_keeps_work():
+    sleeper, spinner = _FakeSession(), _FakeSession(spin=True)
+    assert np.median(time_session(sleeper, {}, warmup=0, runs=5, clock="wall")) >= 3.9
+    assert np.median(time_session(sleeper, {}, warmup=0, runs=5, clock="cpu")) < 1.0  # waiting is not our latency
+    assert np.median(time_session(spinner, {}, warmup=0, runs=5, clock="cpu")) > 2.0  # spinning is
+    assert np.median(time_session(sleeper, {}, warmup=0, runs=5, clock="auto")) < 1.0  # 1 thread on this CPU: cpu
+    with pytest.raises(ValueError, match="clock"):
+        time_session(sleeper, {}, runs=1, clock="gpu")
+
+
+def test_timing_clock_is_cpu_only_for_one_host_thread(tiny_model_path):
+    assert timing_clock(_FakeSession()) == "cpu"
+    assert timing_clock(_FakeSession(threads=2)) == "wall"  # CPU time adds up across threads
+    assert timing_clock(_FakeSession(on_host_cpu=False)) == "wall"  # a GPU's work is not CPU time
+    ort = get_runtime("onnxruntime")
+    assert timing_clock(ort.session(tiny_model_path)) == "cpu"
+    assert timing_clock(ort.session(tiny_model_path, threads=2)) == "wall"
