@@ -169,7 +169,7 @@ def compress(
         if art is not None:
             arts[cand.name] = art
             rec["accuracy_drop"] = round(original_accuracy - rec["accuracy"], 6)
-            if meets_accuracy(rec["accuracy_drop"], plan.max_accuracy_drop):
+            if meets_accuracy(rec["accuracy_drop"], plan.max_accuracy_drop) and (cand.settles or rec["accuracy_drop"] <= 0):
                 met_groups.add(cand.group)
     if progress:
         progress(len(plan.candidates), len(plan.candidates), "done")

@@ -66,10 +66,14 @@ class Candidate:
     precision: str
     steps: list[Step] = field(default_factory=list)
     predicted_ms: float | None = None
+    #: meeting the budget ends the group's escalation even with some accuracy lost; False for a
+    #: cheap first level of a light model, so the next (as cheap) level may win back that loss
+    settles: bool = True
 
     def to_dict(self) -> dict:
         return {"name": self.name, "group": self.group, "runtime": self.runtime, "precision": self.precision,
-                "steps": [{"stage": s.stage, **s.options} for s in self.steps], "predicted_ms": self.predicted_ms}
+                "steps": [{"stage": s.stage, **s.options} for s in self.steps], "predicted_ms": self.predicted_ms,
+                **({} if self.settles else {"settles": False})}
 
 
 @dataclass
@@ -117,7 +121,7 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
         try:
             steps = [Step(s["stage"], {k: v for k, v in s.items() if k != "stage"}) for s in c.get("steps") or []]
             cand = Candidate(str(c["name"]), str(c.get("group", c["name"])), c["runtime"], c.get("precision", "fp32"), steps,
-                             c.get("predicted_ms"))
+                             c.get("predicted_ms"), bool(c.get("settles", True)))
         except (KeyError, TypeError, AttributeError) as exc:
             raise HwoptError(f"recipe {p}: candidate #{i + 1} is missing {exc} (needs name, runtime, precision, steps)") from None
         _check_candidate(cand, device, p)
@@ -233,11 +237,15 @@ def _int8_group(rt: str, group: str, pre: list[Step], budget: float, levels: int
     if rt == "litert":  # the TFLite converter calibrates full-integer int8 itself, on our calibration data
         return [Candidate(group, group, rt, "int8", list(pre))]
     out = []
-    for level, opts in INT8_LEVELS[:levels]:
+    for i, (level, opts) in enumerate(INT8_LEVELS[:levels]):
         o = dict(opts, runtime=rt)
         if "max_accuracy_drop" in o:
             o["max_accuracy_drop"] = budget
-        out.append(Candidate(f"{group}-{level}", group, rt, "int8", [*pre, Step("quantize", o)]))
+        # on a light model min-max that lost accuracy is followed by percentile + bias correction
+        # (seconds more): it often gives the loss back at the same speed, and the guard then
+        # prefers the smaller drop
+        out.append(Candidate(f"{group}-{level}", group, rt, "int8", [*pre, Step("quantize", o)],
+                             settles=i > 0 or levels is not None))
     return out
 
 
