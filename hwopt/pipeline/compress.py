@@ -249,6 +249,10 @@ CONFIRM_TOP, CONFIRM_ROUNDS, CONFIRM_MIN_ROUNDS, CONFIRM_RUNS = 4, 5, 3, 30
 #: wall seconds the re-timing may take: slow models get fewer runs per round (at least 3) and, on a
 #: loaded machine where a call takes several times its CPU time, fewer rounds (at least 3)
 CONFIRM_BUDGET_S, CONFIRM_MIN_RUNS = 40.0, 3
+#: fast models get up to CONFIRM_MAX_ROUNDS rounds while the re-timing stays under CONFIRM_EXTRA_S:
+#: a load blip then spoils a few rounds of many, not 2 of 5 (a 0.2 ms model's 26 % lead was
+#: called noise when two of five rounds caught one)
+CONFIRM_MAX_ROUNDS, CONFIRM_EXTRA_S = 15, 5.0
 
 
 def _confirm_latencies(records: list[dict], arts: dict[str, Artifact], plan: Recipe, cache: StageCache,
@@ -271,7 +275,8 @@ def _confirm_latencies(records: list[dict], arts: dict[str, Artifact], plan: Rec
     if len(names) < 2:
         return
     key = cache_key("confirm", [arts[n].digest for n in names] + [ctx.data_digest],
-                    {"names": names, "threads": ctx.threads, "rounds": CONFIRM_ROUNDS, "budget_s": CONFIRM_BUDGET_S,
+                    {"names": names, "threads": ctx.threads, "rounds": [CONFIRM_ROUNDS, CONFIRM_MAX_ROUNDS, CONFIRM_EXTRA_S],
+                     "budget_s": CONFIRM_BUDGET_S,
                      "clock": "auto"})
     confirmed, _ = cache.get_or_run("confirm", key, lambda work: _time_rounds(names, arts, ctx))
     for r in records:
@@ -300,11 +305,14 @@ def _time_rounds(names: list[str], arts: dict[str, Artifact], ctx: StageContext)
     runs = int(np.clip(CONFIRM_BUDGET_S / (CONFIRM_ROUNDS * max(round_s, 1e-6)), CONFIRM_MIN_RUNS, CONFIRM_RUNS))
     per: dict[str, list[float]] = {n: [] for n in names}
     deadline = start + CONFIRM_BUDGET_S
-    for done in range(CONFIRM_ROUNDS):
+    for done in range(CONFIRM_MAX_ROUNDS):
         t0 = time.perf_counter()
         for n, sess in sessions.items():
             per[n].append(round(float(np.median(time_session(sess, feeds, warmup=0, runs=runs, clock="auto"))), 5))
-        if done + 1 >= CONFIRM_MIN_ROUNDS and time.perf_counter() + (time.perf_counter() - t0) > deadline:
+        now = time.perf_counter()
+        if done + 1 >= CONFIRM_MIN_ROUNDS and now + (now - t0) > deadline:
+            break
+        if done + 1 >= CONFIRM_ROUNDS and now + (now - t0) > start + CONFIRM_EXTRA_S:
             break
     return {n: {"rounds_ms": v, "clock": timing_clock(sessions[n]), "runs": runs} for n, v in per.items()}
 
