@@ -70,18 +70,9 @@ def samples(seed: int, precisions: list[str]) -> Iterator[Sample]:
 
 
 def burst_ms(session: Session, feeds: dict[str, np.ndarray], runs: int, *, cpu: bool) -> float:
-    """Per-run ms of a burst of `runs` calls; with `cpu`, the process's CPU time instead of wall time.
-
-    With one intra-op thread, an inference is one thread's work, so its CPU time is its latency on
-    an idle machine. On this shared, CPU-quota'd container wall time is not: another engineer's
-    jobs throttled a 1-thread YOLOv8n run to 70 ms wall while it used 24 ms of CPU. The CPU clock
-    leaves out the waiting (cache sharing still shows), so numbers repeat under load.
-    """
-    if not cpu:
-        return float(time_session(session, feeds, warmup=0, runs=runs).mean())
-    c0 = time.process_time()
-    time_session(session, feeds, warmup=0, runs=runs)
-    return (time.process_time() - c0) * 1e3 / runs
+    """Per-run ms of a burst of `runs` calls; with `cpu`, the process's CPU time instead of wall time
+    (why the CPU clock at one thread: `hwopt.runtimes.timing_clock`)."""
+    return float(time_session(session, feeds, warmup=0, runs=runs, clock="cpu" if cpu else "wall").mean())
 
 
 def measure(session: Session, feeds: dict[str, np.ndarray], *, target_ms: float = 100.0, cpu: bool = True) -> float:
