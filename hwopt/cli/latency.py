@@ -27,17 +27,21 @@ def profile_cmd(
     precision: str = typer.Option("fp32,int8", "--precision", help="Precisions to profile: fp32,int8."),
     threads: int = typer.Option(1, "--threads", help="Intra-op threads of the measured sessions."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampled configuration space (keep it to resume)."),
+    retime: int = typer.Option(0, "--retime", help="Re-time the profiled networks this many round-robin passes "
+                                                   "and scale each to its fastest (the machine's quiet state)."),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Time kernels inside random networks here; write a latency table and its trained predictor."""
     if budget_min <= 0:
         raise HwoptError("--budget-min must be positive")
+    if retime < 0:
+        raise HwoptError("--retime must be 0 or more passes")
     out = out or Path(f"{target}-{runtime}.json")
     with Progress(TextColumn("profiling {task.description}"), BarColumn(), TextColumn("{task.fields[n]} samples"),
                   TimeRemainingColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task(f"{target}/{runtime}", total=budget_min * 60, n=0)
         table = profile_table(target, runtime, out, budget_min=budget_min, precisions=tuple(split_list(precision)),
-                              threads=threads, seed=seed,
+                              threads=threads, seed=seed, retime_passes=retime,
                               on_progress=lambda t, n: bar.update(task, completed=t, n=n))
     summary = {"table": str(out), "device": table.device, "runtime": table.runtime, "threads": table.threads,
                "entries": len(table.entries), "overhead_ms": table.overhead_ms,

@@ -23,6 +23,7 @@ from hwopt.graph.normalize import constants_to_initializers
 from hwopt.graph.shapes import Shapes, infer_shapes, resolve_input_shapes
 from hwopt.latency.kernels import RNN_OPS, Kernel, numel
 from hwopt.latency.ort_qdq import QdqPlacement
+from hwopt.latency.quick_shapes import propagate
 
 _BASIC_ACTS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid"})
 _ALL_ACTS = _BASIC_ACTS | {"HardSwish", "Swish", "Gelu", "Elu", "PRelu", "Mish", "Softplus"}
@@ -122,27 +123,72 @@ def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
+def _constant_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """Initializers and the Constant nodes `constants_to_initializers` would turn into them, by name
+    (the protos themselves, not copies: only dims, types and small int64 payloads are read)."""
+    out = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1:
+            attr = node.attribute[0]
+            if attr.name == "value":
+                out[node.output[0]] = attr.t
+            elif attr.name in _SCALAR_CONSTANTS:
+                dtype, many = _SCALAR_CONSTANTS[attr.name]
+                values = list(getattr(attr, many)) if many else [attr.f if dtype == onnx.TensorProto.FLOAT else attr.i]
+                out[node.output[0]] = helper.make_tensor(node.output[0], dtype, [len(values)] if many else [], values)
+    return out
+
+
+_SCALAR_CONSTANTS = {"value_float": (onnx.TensorProto.FLOAT, None), "value_int": (onnx.TensorProto.INT64, None),
+                     "value_floats": (onnx.TensorProto.FLOAT, "floats"), "value_ints": (onnx.TensorProto.INT64, "ints")}
+
+
+def _agrees(model: onnx.ModelProto, dims: dict[str, tuple[int, ...]]) -> bool:
+    """False if the exporter annotated a tensor with other concrete dims than propagation found
+    (onnx inference would keep or reject those; the slow path then decides as before)."""
+    for vi in (*model.graph.value_info, *model.graph.output):
+        t = vi.type.tensor_type
+        if vi.name in dims and t.HasField("shape"):
+            ann = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+            if len(ann) != len(dims[vi.name]) or any(a is not None and a > 0 and a != d
+                                                     for a, d in zip(ann, dims[vi.name])):
+                return False
+    return True
+
+
 class _Graph:
     """Nodes with Q/DQ pairs and free views resolved away, plus shapes and consumers."""
 
     def __init__(self, model: onnx.ModelProto, shapes: Shapes | None):
-        model = _light_copy(model)
-        if any(n.op_type == "Constant" for n in model.graph.node):
-            constants_to_initializers(model)
         concrete = resolve_input_shapes(model, shapes)
-        inferred = infer_shapes(model, concrete)
-        # Shapes and types are read lazily, for the tensors kernels ask about: parsing every value_info
-        # up front was a quarter of a predict call (the search makes thousands)
-        graph = inferred.graph
-        self._info = {vi.name: vi for vi in (*graph.input, *graph.value_info, *graph.output)}
-        self._init_types = {t.name: (tuple(t.dims), t.data_type) for t in graph.initializer}
+        constants = _constant_tensors(model)
+        quick = propagate(model.graph, concrete, constants)
+        self._info: dict[str, onnx.ValueInfoProto] = {}
+        self._quick_types: dict[str, int] = {}
         self.shapes: dict[str, tuple[int, ...] | None] = {}
-        self.inits = {t.name for t in model.graph.initializer}
+        if quick is not None and _agrees(model, quick[0]):
+            # the CNN ops of a search's candidates: dims in plain Python, no onnx inference (see quick_shapes)
+            self.shapes.update(quick[0])
+            self._quick_types = quick[1]
+            self._init_types = {name: (tuple(t.dims), t.data_type) for name, t in constants.items()}
+            nodes = [n for n in model.graph.node if not (n.op_type == "Constant" and n.output[0] in constants)]
+        else:
+            model = _light_copy(model)
+            if any(n.op_type == "Constant" for n in model.graph.node):
+                constants_to_initializers(model)
+            inferred = infer_shapes(model, concrete)
+            # Shapes and types are read lazily, for the tensors kernels ask about: parsing every value_info
+            # up front was a quarter of a predict call (the search makes thousands)
+            graph = inferred.graph
+            self._info = {vi.name: vi for vi in (*graph.input, *graph.value_info, *graph.output)}
+            self._init_types = {t.name: (tuple(t.dims), t.data_type) for t in graph.initializer}
+            nodes = list(model.graph.node)
+        self.inits = set(self._init_types)
         self.alias: dict[str, str] = {}
         self.quantized: set[str] = set()
         self.nodes: list[onnx.NodeProto] = []
         self.order: list[onnx.NodeProto] = []  # data nodes and Q/DQ nodes, in graph order
-        for node in model.graph.node:
+        for node in nodes:
             if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
                 self.alias[node.output[0]] = self.resolve(node.input[0])
                 self.quantized.add(self.resolve(node.input[0]))
@@ -170,6 +216,8 @@ class _Graph:
     def _dtype(self, name: str) -> int | None:
         if name in self._init_types:
             return self._init_types[name][1]
+        if name in self._quick_types:
+            return self._quick_types[name]
         vi = self._info.get(name)
         return (vi.type.tensor_type.elem_type or None) if vi is not None else None
 

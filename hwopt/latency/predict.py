@@ -129,7 +129,8 @@ def kernel_estimates(kernels: Sequence[Kernel], dev: DeviceProfile, table: Laten
         learn = [i for i in todo if pred is not None and pred.covers(kernels[i])]
         rest = [i for i in todo if i not in set(learn)]
         if learn:
-            ms[learn] = pred.predict([kernels[i] for i in learn], dev, table.roofline)
+            chosen = [kernels[i] for i in learn]
+            ms[learn] = table.calibrated(chosen, pred.predict(chosen, dev, table.roofline))
             for i in learn:
                 src[i] = "predictor"
         if rest:

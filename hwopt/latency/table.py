@@ -42,6 +42,9 @@ class LatencyTable:
     kernel_scale: float = 1.0
     kernel_overhead_ms: float = 0.0
     predictor: str | None = None  # file name of the trained predictor, next to the table
+    # predictor output x this factor per kernel class (`calibration_class`), fitted on how the predictor
+    # did on kernel signatures it had not seen (out of fold on the training networks); 1 if absent
+    predictor_calibration: dict[str, float] = field(default_factory=dict)
     path: Path | None = None
 
     def to_json(self) -> str:
@@ -57,6 +60,7 @@ class LatencyTable:
             "kernel_scale": round(self.kernel_scale, 6),
             "kernel_overhead_ms": round(self.kernel_overhead_ms, 6),
             "predictor": self.predictor,
+            "predictor_calibration": {k: round(v, 4) for k, v in sorted(self.predictor_calibration.items())},
             "entries": {k: {**self.kernels[k].to_dict(), "ms": round(ms, 6)} for k, ms in self.entries.items()},
         }
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
@@ -69,9 +73,29 @@ class LatencyTable:
         """Kernel times from the table or predictor -> each one's share of a network's time."""
         return self.kernel_scale * np.asarray(kernel_ms, float) + self.kernel_overhead_ms
 
+    def calibrated(self, kernels, predicted_ms: np.ndarray) -> np.ndarray:
+        """Predictor output corrected per kernel class (see `predictor_calibration`)."""
+        if not self.predictor_calibration:
+            return predicted_ms
+        cal = self.predictor_calibration
+        return np.asarray(predicted_ms, float) * np.array(
+            [cal.get(calibration_class(k), cal.get(calibration_class(k, coarse=True), 1.0)) for k in kernels])
+
     def add(self, kernel: Kernel, ms: float) -> None:
         self.entries[kernel.key] = ms
         self.kernels[kernel.key] = kernel
+
+
+def calibration_class(kernel: Kernel, *, coarse: bool = False) -> str:
+    """`family/dtype` (`/DQweight` for onnxruntime's unpacked float convs between Q/DQ nodes, 2-4x
+    slower than packed ones), and unless `coarse` `/small` for outputs of at most 4x4 positions: the
+    groups whose predictor bias differs (fp32 depthwise convs were predicted 1.4x, tiny ones 1.8x,
+    too slow)."""
+    base = f"{kernel.family}/{kernel.dtype}" + ("/DQweight" if "DQweight" in kernel.fused else "")
+    if coarse:
+        return base
+    out = kernel.output
+    return base + ("/small" if len(out) == 4 and 0 < out[2] * out[3] <= 16 else "")
 
 
 def tables_dir() -> Path:
@@ -108,6 +132,7 @@ def parse_table(text: str, source: str) -> LatencyTable:
             kernel_scale=float(doc.get("kernel_scale", 1.0)),
             kernel_overhead_ms=float(doc.get("kernel_overhead_ms", 0.0)),
             predictor=doc.get("predictor"),
+            predictor_calibration={str(k): float(v) for k, v in doc.get("predictor_calibration", {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise HwoptError(f"latency table {source} is malformed: missing or bad field {exc}") from None

@@ -70,6 +70,12 @@ def test_profile_refuses_a_target_not_present_here(tmp_path):
     assert res.exit_code == 2 and "not present here" in res.stderr
 
 
+def test_profile_rejects_a_negative_retime_count(tmp_path):
+    res = runner.invoke(app, ["profile", "--target", "x86-avx512", "--runtime", "onnxruntime", "--retime", "-1",
+                              "-o", str(tmp_path / "t.json")])
+    assert res.exit_code == 2 and "--retime" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
 def test_validate_measures_a_real_paddle_model_with_its_shape(tmp_path):
     """The committed PP-OCR classifier (dynamic H/W, Constant weights, input `x`) next to a model with
     a dynamic input `image`: each gets the --shape entry naming its own input, both are measured here."""

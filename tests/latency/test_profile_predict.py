@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from hwopt.errors import HwoptError
 from hwopt.latency import extract_kernels, load_table, predict_kernels, predict_latency, profile_table
-from hwopt.latency.profiler import measure_model
+from hwopt.latency.kernels import Kernel
+from hwopt.latency.profiler import _calibration, measure_model, network_levels, retime_profile
+from hwopt.latency.table import calibration_class
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +122,54 @@ def test_input_model_is_not_modified(small_table, net):
     predict_latency(net, "x86-avx512", "onnxruntime", table=out)
     assert net.SerializeToString() == before
     assert isinstance(net, onnx.ModelProto)
+
+
+def test_retime_rescales_networks_to_their_fastest_pass(small_table, tmp_path):
+    _, out = small_table
+    copy = tmp_path / "r.json"
+    copy.with_suffix(".samples.jsonl").write_text(out.with_suffix(".samples.jsonl").read_text())
+    n = retime_profile(copy, "onnxruntime", passes=2)
+    assert n >= 5  # the current generator rebuilds the seed-0 networks it recorded
+    records = [json.loads(x) for x in copy.with_suffix(".samples.jsonl").read_text().splitlines()]
+    retimed = [r for r in records if r["kind"] == "retime"]
+    assert len(retimed) == n and all(r["ms"] > 0 and r["passes"] == 2 for r in retimed)
+    table = profile_table("x86-avx512", "onnxruntime", copy, budget_min=0)
+    level = table.provenance["machine_level"]
+    assert level["retimed_networks"] == n
+    nets = {r["sid"]: r for r in records if r["kind"].startswith("net-")}
+    factors, _ = network_levels(records)
+    for r in retimed:  # never slower than recorded: the profile's own timing counts as a pass
+        assert factors[r["net"]] == pytest.approx(min(r["ms"] / nets[r["net"]]["ms"], 1.0))
+
+
+def _net_record(sid: int, ms: float, kernel_ms: list[float]) -> dict:
+    relu = Kernel("Relu", ((1, 8, 4, 4),), (1, 8, 4, 4)).to_dict()
+    conv = Kernel("Conv", ((1, 8, 4, 4),), (1, 8, 4, 4), (8, 8, 3, 3), (3, 3)).to_dict()
+    return {"sid": sid, "kind": "net-fp32", "ms": ms, "kernels": [relu, conv][:len(kernel_ms)], "kernel_ms": kernel_ms}
+
+
+def test_network_levels_place_runs_without_retiming_through_shared_kernels():
+    records = [_net_record(1, 2.0, [0.5, 1.5]), _net_record(2, 2.0, [0.5, 1.5]),
+               {"sid": -1, "kind": "retime", "net": 1, "ms": 1.5}, {"sid": -2, "kind": "retime", "net": 2, "ms": 3.0},
+               _net_record(1_000_001, 4.0, [1.0, 3.0])]  # seed 1 ran while the machine was twice as slow
+    levels, info = network_levels(records)
+    assert levels[1] == pytest.approx(0.75) and levels[2] == pytest.approx(1.0)
+    assert levels[1_000_001] == pytest.approx(np.median([0.75, 1.0]) / 2)
+    assert info["retimed_networks"] == 2
+    assert network_levels(records[:2])[0] == {1: 1.0, 2: 1.0}  # nothing re-timed: nothing changes
+
+
+def test_predictor_calibration_comes_from_unseen_kernels_per_class(small_table):
+    dw = Kernel("Conv", ((1, 32, 16, 16),), (1, 32, 16, 16), (32, 1, 3, 3), (3, 3), groups=32)
+    tiny = Kernel("Conv", ((1, 32, 2, 2),), (1, 32, 2, 2), (32, 1, 3, 3), (3, 3), groups=32)
+    gemm = Kernel("Gemm", ((1, 64),), (1, 10), (64, 10))
+    guesses = [(0, dw, 2.0, 1.0)] * 40 + [(0, tiny, 1.0, 1.0)] * 10 + [(0, gemm, 1.0, 3.0)] * 5
+    cal = _calibration(guesses)
+    assert calibration_class(dw) == calibration_class(tiny, coarse=True) != calibration_class(tiny)
+    assert cal[calibration_class(dw)] == pytest.approx(50 / 90)  # each kernel counted once
+    assert calibration_class(tiny) not in cal  # too few of its own: it falls back to its coarse class
+    assert calibration_class(gemm) not in cal
+    table, _ = small_table
+    table = dataclasses.replace(table, predictor_calibration={**cal, calibration_class(tiny): 0.25})
+    got = table.calibrated([dw, tiny, gemm], np.ones(3))
+    assert got == pytest.approx([50 / 90, 0.25, 1.0])
