@@ -10,7 +10,8 @@ Two quantizers cover the whole of AdaRound / BRECQ / QDrop:
 * `LsqActQuantizer` quantizes an activation with a learned step size (LSQ): its gradient is
   scaled by 1/sqrt(N * Qp) so that the step learns at the same pace as the weights whatever the
   tensor size. With `drop_prob` > 0 in training mode it keeps each element's float value with
-  that probability (QDrop), which flattens the loss landscape the weights are fit on.
+  that probability (QDrop), which flattens the loss landscape the weights are fit on; for a
+  block's input the float value is the float model's (`float_ref`).
 
 Both quantizers can be disabled (`set_quant_enabled`) so that one module computes either the
 quantized or the float block; the reconstruction needs both and must not keep two copies.
@@ -135,7 +136,13 @@ class LsqActQuantizer(nn.Module):
         """What the tensor is in the float model (the folded ReLU restored)."""
         return x.clamp_min(0.0) if self.floor_at_zero else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, float_ref: torch.Tensor | None = None) -> torch.Tensor:
+        """Quantize `x`; in training with `drop_prob` > 0 each element stays float with that probability.
+
+        `float_ref` is the float model's value of the same tensor (QDrop's block input): a dropped
+        element then takes it, so the block sees the float model's input or the quantized model's
+        input quantized, never a mix of the two inside one element.
+        """
         if not self.enabled:
             return self.float_path(x)
         if self.init_pending:
@@ -146,7 +153,7 @@ class LsqActQuantizer(nn.Module):
         xq = (q - self.zero_point) * s
         if self.training and self.drop_prob > 0:
             keep_float = torch.rand(x.shape, generator=self.generator, device=x.device) < self.drop_prob
-            return torch.where(keep_float, self.float_path(x), xq)
+            return torch.where(keep_float, self.float_path(x if float_ref is None else float_ref), xq)
         return xq
 
 

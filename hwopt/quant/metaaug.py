@@ -37,8 +37,8 @@ from hwopt.quant.fakequant import quant_disabled, rectified_sigmoid
 from hwopt.quant.reconstruct import (
     ReconstructConfig,
     block_outputs,
+    drop_inputs,
     learnable,
-    mix_inputs,
     reconstruction_error,
     run_block,
     run_chain,
@@ -115,7 +115,7 @@ class MetaAugmenter:
         self.cfg = cfg
         self.meta = meta or MetaAugConfig()
         #: meta steps per block; each runs the whole network several times (forward, backward and
-        #: the inner step's second-order terms). One per 8 fit steps kept MetaAug at about 3.5x
+        #: the inner step's second-order terms). One per 8 fit steps kept MetaAug at about 3x
         #: QDrop's time on the benchmark MobileNetV2 (docs/reconstruct.md)
         self.meta_iters = meta_iters if meta_iters is not None else max(1, cfg.iters // 8)
         #: bursts of meta steps per block (the block's fit asks for new data this often)
@@ -190,7 +190,8 @@ class MetaAugmenter:
             with quant_disabled(block):
                 target = block_outputs(block, fp_in)
             block.train()
-            out = functional_call(block, theta, tuple(mix_inputs(fp_in, q_in, cfg.drop, self.gen)))
+            xs, kw = drop_inputs(block, fp_in, q_in, cfg.drop, self.gen)
+            out = functional_call(block, theta, tuple(xs), kw)
             inner = reconstruction_error(out, target, range(len(target)))
             if step_no == 0:  # balance error and regularizer as `reconstruct_block` does
                 rec_scale = max(float(inner.detach()), 1e-12)

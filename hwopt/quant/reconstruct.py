@@ -106,8 +106,8 @@ class ReconstructConfig:
 # ---- the reconstruction of one block ----------------------------------------------------------
 
 
-def block_outputs(block: nn.Module, xs: Sequence[Tensor]) -> tuple[Tensor, ...]:
-    out = block(*xs)
+def block_outputs(block: nn.Module, xs: Sequence[Tensor], **kwargs: list[Tensor]) -> tuple[Tensor, ...]:
+    out = block(*xs, **kwargs)
     return out if isinstance(out, tuple) else (out,)
 
 
@@ -134,6 +134,23 @@ def mix_inputs(fp: Sequence[Tensor], q: Sequence[Tensor], p: float, gen: torch.G
     if p <= 0:
         return list(q)
     return [torch.where(torch.rand(f.shape, generator=gen) < p, f, qq) if f.is_floating_point() else qq for f, qq in zip(fp, q)]
+
+
+def drop_inputs(block: nn.Module, fp: Sequence[Tensor], q: Sequence[Tensor], p: float,
+                gen: torch.Generator) -> tuple[list[Tensor], dict[str, list[Tensor]]]:
+    """(args, kwargs) of QDrop's training call of `block` on float inputs `fp` and quantized `q`.
+
+    A `QdqBlock` quantizes its own inputs: there the drop happens in that quantizer, so that each
+    input element is the float model's value (probability p) or the quantized model's value
+    quantized, as in QDrop. Mixing the raw tensors first and then dropping again in the
+    quantizer (the earlier code) gave the block the quantized input, as deployed, for only a
+    quarter of the elements and fed it quantized float values for another quarter. An input
+    that a QdqBlock reads raw, or through a quantizer an earlier block owns (final, no drop),
+    gets the quantized model's value only. Other modules get the element-wise mix of `mix_inputs`.
+    """
+    if p > 0 and isinstance(block, QdqBlock):
+        return list(q), {"float_inputs": list(fp)}
+    return mix_inputs(fp, q, p, gen), {}
 
 
 def evaluate_block(block: nn.Module, xs: Sequence[Tensor], targets: Sequence[Tensor], loss_outputs: Sequence[int]) -> float:
@@ -258,8 +275,8 @@ def fit_block(block: nn.Module, w_list: Sequence[AdaRoundQuantizer], a_list: Seq
             n = len(q_inputs[0])
         block.train()
         idx = torch.randint(n, (min(cfg.batch_size, n),), generator=gen)
-        xs = mix_inputs([f[idx] for f in fp_inputs], [q[idx] for q in q_inputs], cfg.drop, gen)
-        loss = reconstruction_error(block_outputs(block, xs), [t[idx] for t in targets], loss_outputs) / scale
+        xs, kw = drop_inputs(block, [f[idx] for f in fp_inputs], [q[idx] for q in q_inputs], cfg.drop, gen)
+        loss = reconstruction_error(block_outputs(block, xs, **kw), [t[idx] for t in targets], loss_outputs) / scale
         beta = cfg.beta(it)
         if beta is not None and w_list:
             loss = loss + cfg.round_weight * sum(w.regularizer(beta) for w in w_list) / n_weights
@@ -373,12 +390,15 @@ class QdqBlock(nn.Module):
         self.wq = nn.ModuleDict({net.w_keys[t]: net.wq[t] for t in owned_w})
         self.aq = nn.ModuleDict({net.a_keys[t]: net.aq[t] for t in owned_a})
 
-    def forward(self, *xs: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, *xs: Tensor, float_inputs: Sequence[Tensor] | None = None) -> tuple[Tensor, ...]:
+        """The block on inputs `xs`; `float_inputs` (QDrop's fit, see `drop_inputs`) are the float
+        model's values of the same inputs, taken by the elements the input quantizers drop."""
         net = self.net[0]
         env: dict[str, Tensor | None] = net.constants()
         env.update(zip(self.input_names, xs))
+        ref = dict(zip(self.input_names, float_inputs)) if float_inputs is not None else {}
         for node in self.steps:
-            args = [net.value(name, env) for name in node.inputs]
+            args = [net.value(name, env, ref) for name in node.inputs]
             result = OPS[node.op_type](args, node.attrs)
             if isinstance(result, tuple):
                 env.update((o, r) for o, r in zip(node.outputs, result) if o)
@@ -462,13 +482,17 @@ class QdqNet:
         env.update(self.folded)
         return env
 
-    def value(self, name: str, env: dict[str, Tensor | None]) -> Tensor | None:
-        """A node input: a learned weight, a fake-quantized activation, or a plain value."""
+    def value(self, name: str, env: dict[str, Tensor | None], float_ref: dict[str, Tensor] | None = None) -> Tensor | None:
+        """A node input: a learned weight, a fake-quantized activation, or a plain value.
+
+        `float_ref` holds float-model values of block inputs, for the elements QDrop keeps float.
+        """
         if name in self.weight_src:
             return self.wq[self.weight_src[name]]()
         if name in self.act_src:
             if name not in env:
-                env[name] = self.aq[self.act_src[name]](env[self.act_src[name]])
+                src = self.act_src[name]
+                env[name] = self.aq[src](env[src], (float_ref or {}).get(src))
             return env[name]
         return env[name]
 

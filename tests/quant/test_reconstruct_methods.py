@@ -107,3 +107,42 @@ def test_reconstruct_reports_reverted_blocks(tiny_model, digits, monkeypatch):
             assert (r.int_weight != old[t].int_weight).mean() < 0.01  # ties may round the other way
         else:
             assert float(r.scale) == pytest.approx(float(old[t].scale))
+
+
+def test_qdrop_block_input_is_the_float_input_or_the_quantized_input_quantized(tiny_model, digits):
+    """QDrop: each element of a block's (quantized) input is the float model's value with p = 0.5,
+    else the quantized model's value quantized. The old code mixed the raw tensors and then
+    dropped again in the input quantizer, so raw quantized-model values and quantized float
+    values got through too."""
+    from hwopt.quant.ptq import calibrate_plan, emit, plan_quantization
+    from hwopt.quant.schemes import scheme_for
+
+    calib = digits["calib"].subset(16)
+    plan = plan_quantization(tiny_model, scheme_for("onnxruntime"))
+    net = rec.QdqNet(emit(plan, calibrate_plan(plan, calib, "mse"), wbits=4, abits=4), tiny_model)
+    block = net.blocks[1]
+    src = block.input_names[0]
+    quantizer = net.aq[src]
+    assert quantizer in list(block.modules())  # the block owns (and learns) its input quantizer
+    with torch.no_grad():
+        fp = list(net.blocks[0](torch.from_numpy(calib.inputs["x"])))
+    step = float(quantizer.scale.detach())
+    q = [fp[0] + 0.3 * step]  # off the grid, and off the float values: every source is distinguishable
+    seen: list[torch.Tensor] = []
+    quantizer.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    quantizer.drop_prob, quantizer.generator = 0.5, torch.Generator().manual_seed(1)
+    block.train()
+    gen = torch.Generator().manual_seed(0)
+    xs, kw = rec.drop_inputs(block, fp, q, 0.5, gen)
+    with torch.no_grad():
+        rec.block_outputs(block, xs, **kw)
+    out = seen[0]
+    quantizer.eval()
+    with torch.no_grad():
+        q_quantized = quantizer(q[0])
+    is_fp = torch.isclose(out, quantizer.float_path(fp[0]))
+    is_qq = torch.isclose(out, q_quantized)
+    assert bool((is_fp | is_qq).all())  # nothing else: no raw quantized-model value, no quantized float value
+    live = quantizer.float_path(fp[0]) != q_quantized
+    share = float(is_fp[live].float().mean())
+    assert 0.45 < share < 0.55
