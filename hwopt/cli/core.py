@@ -59,7 +59,8 @@ def inspect_cmd(
         err_console.print(f"[yellow]warning:[/] custom ops no runtime here implements: {', '.join(unknown)}", soft_wrap=True)
     c = api.inspect(proto, shapes=parse_shape_options(shape))
     if c.unresolved:  # counted as 0, never guessed: say so where the number is read
-        err_console.print(f"[yellow]warning:[/] MACs leave out {len(c.unresolved)} node(s) whose shapes are unknown: "
+        err_console.print(f"[yellow]warning:[/] MACs leave out {len(c.unresolved)} node(s) whose shapes are unknown "
+                          "or that hold a control-flow body: "
                           f"{', '.join(c.unresolved[:5])}", soft_wrap=True)
     if json_out:
         emit_json(c.to_dict(with_nodes=nodes))

@@ -8,7 +8,10 @@ pooling and normalization are not counted as MACs, but their activation bytes ar
 Counts are exact or absent, never guessed: where static shape inference leaves a matrix op's
 shapes unknown, one onnxruntime inference tells them (`probe_shapes`); a node whose shapes are
 still unknown after that counts 0 MACs and is listed in `Census.unresolved`. Weights held in
-Constant nodes (PaddlePaddle exports) count as parameters like initializers do.
+Constant nodes (PaddlePaddle exports) count as parameters like initializers do, and so do weights
+inside control-flow subgraphs (silero-vad's whole network sits in the two branches of one If):
+a control-flow node carries its subgraphs' parameters, but their MACs depend on the branch taken
+or the trip count, so a control-flow node holding matrix ops is listed in `unresolved` instead.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from hwopt.graph.shapes import Shapes, infer_shapes, probe_shapes, resolve_input
 
 #: recurrent ops: (X, W, R) inputs, every step multiplies the input by W and the state by R
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"})
+#: ops counted as matrix-like by `node_macs`
+MATRIX_OPS = frozenset({"Conv", "QLinearConv", "ConvInteger", "ConvTranspose", "Gemm", "MatMul", "QLinearMatMul",
+                        "MatMulInteger"}) | RECURRENT_OPS
 
 
 @dataclass
@@ -141,12 +147,15 @@ def census(model: onnx.ModelProto, shapes: Shapes | None = None) -> Census:
     nodes: list[NodeCensus] = []
     for i, node in enumerate(inferred.graph.node):
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
+        inner = {t for n in nested_nodes(node) for t in list(n.input) + list(n.output)}
+        if any(n.op_type in MATRIX_OPS for n in nested_nodes(node)):
+            macs[i] = None  # control flow: the branch taken / trip count decides, so not counted
         nodes.append(
             NodeCensus(
                 name=node.name,
                 op=node.op_type,
                 macs=macs[i] or 0,
-                params=sum(prod(weights[t][0]) for t in node.input if t in weights),
+                params=sum(prod(weights[t][0]) for t in dict.fromkeys([*node.input, *inner]) if t in weights),
                 inputs=[vshapes.get(t) for t in node.input],
                 outputs=[vshapes.get(o) for o in node.output],
                 activation_bytes=sum(nbytes(o) for o in node.output),
@@ -169,15 +178,39 @@ def census(model: onnx.ModelProto, shapes: Shapes | None = None) -> Census:
 
 
 def _weight_tensors(model: onnx.ModelProto) -> dict[str, tuple[tuple[int, ...], int]]:
-    """{name: (dims, ONNX dtype)} of the learnable-looking tensors, in initializers or Constant nodes.
+    """{name: (dims, ONNX dtype)} of the learnable-looking tensors, in initializers or Constant nodes,
+    of the main graph and of every control-flow subgraph.
 
     Scales and zero points of Q/DQ nodes are quantization metadata, not network parameters."""
-    qparams = _quant_params(model)
-    tensors = list(model.graph.initializer)
-    for n in model.graph.node:
+    return _graph_weights(model.graph, _quant_params(model))
+
+
+def _graph_weights(graph: onnx.GraphProto, qparams: set[str]) -> dict[str, tuple[tuple[int, ...], int]]:
+    tensors = list(graph.initializer)
+    for n in graph.node:
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
             tensors += [_named(a.t, n.output[0]) for a in n.attribute if a.name == "value"]
-    return {t.name: (tuple(int(d) for d in t.dims), t.data_type) for t in tensors if _is_weight(t) and t.name not in qparams}
+    out = {t.name: (tuple(int(d) for d in t.dims), t.data_type) for t in tensors if _is_weight(t) and t.name not in qparams}
+    for n in graph.node:
+        for sub in subgraphs(n):
+            out.update(_graph_weights(sub, qparams))
+    return out
+
+
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies of a control-flow node (If branches, Loop/Scan bodies); [] for any other node."""
+    out: list[onnx.GraphProto] = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append(a.g)
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            out.extend(a.graphs)
+    return out
+
+
+def nested_nodes(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """Every node inside `node`'s subgraphs, at any depth."""
+    return [inner for sub in subgraphs(node) for n in sub.node for inner in (n, *nested_nodes(n))]
 
 
 def _named(t: onnx.TensorProto, name: str) -> onnx.TensorProto:
@@ -203,7 +236,8 @@ def _quant_params(model: onnx.ModelProto) -> set[str]:
     """Scales and zero points of Q/DQ nodes: quantization metadata, not parameters of the network."""
     return {
         name
-        for n in model.graph.node
+        for top in model.graph.node
+        for n in (top, *nested_nodes(top))
         if n.op_type in ("QuantizeLinear", "DequantizeLinear")
         for name in n.input[1:]
     }

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from hwopt.errors import HwoptError
 
@@ -148,8 +148,29 @@ def suggest_shape(spec: InputSpec) -> tuple[int, ...]:
     return tuple(out)
 
 
+CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan"})
+
+
+def has_control_flow(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in CONTROL_FLOW_OPS for n in model.graph.node)
+
+
 def fix_input_shapes(model: onnx.ModelProto, shapes: Shapes) -> onnx.ModelProto:
-    """Copy of the model with the given graph-input dims made static."""
+    """Copy of the model with the given graph-input dims made static.
+
+    A graph with control flow keeps its declared dims: runtimes type-check every If branch at
+    load, and a branch these shapes do not take can be ill-typed at them (silero-vad's 8 kHz branch
+    fed a 512-sample 16 kHz chunk infers a rank-5 LSTM input), which would make a model that runs
+    fine unloadable. Feeds of the given shapes still run it.
+    """
+    if has_control_flow(model):
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        return out
+    return _with_input_dims(model, shapes)
+
+
+def _with_input_dims(model: onnx.ModelProto, shapes: Shapes) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for vi in out.graph.input:
@@ -167,7 +188,7 @@ def infer_shapes(model: onnx.ModelProto, shapes: Shapes | None = None) -> onnx.M
     annotations with non-positive dims (paddle2onnx writes -1 for "unknown") are made unknown
     first: inference keeps an annotated dim, so a -1 would otherwise hide the real size.
     """
-    m = _without_bad_dims(fix_input_shapes(model, shapes) if shapes else model)
+    m = _without_bad_dims(_with_input_dims(model, shapes) if shapes else model)  # static analysis: no runtime loads it
     try:
         inferred = onnx.shape_inference.infer_shapes(m, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # onnx raises several types; fall back below
@@ -279,8 +300,13 @@ def value_dtypes(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def random_inputs(model: onnx.ModelProto, shapes: Shapes, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs for benchmarking: standard normal floats, small non-negative ints, random bools."""
+    """Inputs for benchmarking: standard normal floats, small non-negative ints, random bools.
+
+    An integer input that the graph compares (Equal) with a constant gets that constant instead:
+    such an input picks a branch (silero-vad's `sr == 16000` selects its 16 kHz network), and a
+    random value would run a branch the other inputs' shapes do not fit."""
     rng = np.random.default_rng(seed)
+    selectors = _selector_values(model)
     feeds = {}
     for spec in input_specs(model):
         shape = shapes[spec.name]
@@ -288,6 +314,24 @@ def random_inputs(model: onnx.ModelProto, shapes: Shapes, seed: int = 0) -> dict
             feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         elif spec.dtype == np.bool_:
             feeds[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        elif spec.name in selectors:
+            feeds[spec.name] = np.full(shape, selectors[spec.name], dtype=spec.dtype)
         else:
             feeds[spec.name] = rng.integers(0, 2, shape).astype(spec.dtype)
     return feeds
+
+
+def _selector_values(model: onnx.ModelProto) -> dict[str, int]:
+    """{graph input: the first scalar constant it is compared with by an Equal node}."""
+    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if not t.dims}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            consts.update({n.output[0]: numpy_helper.to_array(a.t) for a in n.attribute if a.name == "value" and not a.t.dims})
+    inputs = {s.name for s in input_specs(model)}
+    out: dict[str, int] = {}
+    for n in model.graph.node:
+        if n.op_type == "Equal" and len(n.input) == 2:
+            for a, b in (n.input, reversed(n.input)):
+                if a in inputs and b in consts and np.issubdtype(consts[b].dtype, np.integer):
+                    out.setdefault(a, int(consts[b]))
+    return out

@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from hwopt.data import Dataset, check_dataset, load_dataset
 from hwopt.devices import DeviceProfile, load_device
 from hwopt.errors import HwoptError
-from hwopt.graph.census import census
+from hwopt.graph.census import census, subgraphs
 from hwopt.graph.load import load_model
 from hwopt.graph.shapes import Shapes, fix_input_shapes, random_inputs, resolve_input_shapes
 from hwopt.pruning import obspa
@@ -166,6 +166,9 @@ def _nothing_prunable(model: onnx.ModelProto, groups: list[ChannelGroup]) -> str
         return (f"the model is already quantized ({', '.join(quantized)}): prune the float model, "
                 "then quantize the pruned one")
     reasons = list(dict.fromkeys(r for g in groups for r in g.reasons))
+    bodies = [n.name or n.op_type for n in model.graph.node if subgraphs(n)]
+    if bodies and not reasons:  # silero-vad: every layer sits inside the branches of one If
+        reasons = [f"its layers are inside control-flow subgraphs ({', '.join(bodies[:3])}), which pruning does not enter"]
     return "the model has no prunable channel group" + (f" ({'; '.join(reasons[:3])})" if reasons else "")
 
 

@@ -51,3 +51,18 @@ def test_bench_takes_dynamic_dims_from_data(tmp_path) -> None:
     r = invoke("bench", path, "--data", tmp_path / "d.npz", *FAST, "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["p50_ms"] > 0
+
+
+def test_whole_network_inside_an_if_inspects_benches_and_refuses_prune(tmp_path) -> None:
+    """silero-vad's layout (paddle_like.branchy_model): bench used to refuse ("onnxruntime cannot
+    load the model"), inspect said 0 params, prune refused without saying why."""
+    path = save_model(paddle_like.branchy_model(), tmp_path / "branchy.onnx")
+    r = invoke("inspect", path, "--shape", "input=1x512", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["params"] == paddle_like.BRANCHY_PARAMS and "If_0" in r.stderr
+    r = invoke("bench", path, "--shape", "input=1x512", "--runtime", "onnxruntime", *FAST, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["p50_ms"] > 0
+    r = invoke("prune", path, "--ratio", "0.3", "--shape", "input=1x512", "-o", tmp_path / "p.onnx")
+    assert r.exit_code == 2 and "control-flow subgraphs (If_0)" in r.stderr
+    assert not (tmp_path / "p.onnx").exists()

@@ -158,3 +158,17 @@ def test_bf16_drift_that_keeps_the_direction_passes():
     assert not compare_outputs([logits], [drifted], "fp32", vs_float=True).passed  # fp32 is held elementwise
     shuffled = logits.reshape(1, 32, 3000).transpose(0, 2, 1)  # a wrong layout: same values, other places
     assert not compare_outputs([logits], [shuffled], "bf16", vs_float=True).passed
+
+
+def test_openvino_conversion_failure_names_the_ops() -> None:
+    """silero-vad's frontend error starts with two lines of C++ source locations; the one-line
+    refusal must carry the summary instead."""
+    from hwopt.exporters.openvino_export import conversion_failure
+
+    text = ("Exception from src/inference/src/cpp/core.cpp:84:\nCheck 'false' failed at src/frontends/common_translators/"
+            "src/unconverted_ops_report.cpp:151:\nFrontEnd API failed with OpConversionFailure:\nModel wasn't fully "
+            "converted. Failed operations detailed log:\n-- Conv-16 with a message:\nThe input data tensor's rank has "
+            "to be known (static)\n\nSummary:\n-- Conversion is failed for: Conv-16, ReduceMean-16\n")
+    assert conversion_failure(text) == ("Conversion is failed for: Conv-16, ReduceMean-16 "
+                                        "(The input data tensor's rank has to be known (static))")
+    assert conversion_failure("Exception from x.cpp:1:\nCheck 'a' failed at y.cpp:2:\nunsupported opset 99") == "unsupported opset 99"

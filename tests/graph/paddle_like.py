@@ -118,3 +118,37 @@ def multi_input_model() -> onnx.ModelProto:
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+#: parameters of `branchy_model`: a 512x4 and a 256x4 weight, Constant nodes inside the two branches
+BRANCHY_PARAMS = 512 * 4 + 256 * 4
+
+
+def branchy_model() -> onnx.ModelProto:
+    """silero-vad's layout: the whole network inside one If on an int64 scalar input `sr`.
+
+    `sr == 16000` multiplies the 512-sample chunk by a 512x4 weight; the other branch's weight is
+    256x4 (an 8 kHz chunk), so with the input fixed at 1x512 that branch is ill-typed (onnxruntime
+    rejects the fixed-shape model at load) and at run time it fails for any sr but 16000. Weights
+    are Constant nodes inside the branches; the input dims carry no names (spox writes none).
+    """
+    rng = np.random.default_rng(0)
+
+    def branch(name: str, samples: int) -> onnx.GraphProto:
+        nodes = [_const(f"{name}.w", rng.standard_normal((samples, 4)).astype(np.float32)),
+                 helper.make_node("MatMul", ["input", f"{name}.w"], [f"{name}.y"], name=f"{name}/MatMul")]
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}.y", TensorProto.FLOAT, None)])
+
+    nodes = [
+        _const("rate16k", np.array(16000, np.int64)),
+        helper.make_node("Equal", ["sr", "rate16k"], ["is16k"]),
+        helper.make_node("If", ["is16k"], ["y"], name="If_0", then_branch=branch("then16k", 512),
+                         else_branch=branch("else8k", 256)),
+    ]
+    unnamed = helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, None])
+    graph = helper.make_graph(nodes, "branchy", [unnamed, helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model

@@ -4,7 +4,8 @@ Each model here reproduces what a real model in benchmarks/real_models.py does: 
 scalars in Constant nodes at opset 11, Paddle-style tensor names, -1 written as a static dim in
 value_info, conv biases added through `Reshape(bias)`, Clip-based hardswish, squeeze-excite gates
 with HardSigmoid, a flatten whose target comes from `Shape`, a ConvTranspose + Resize FPN neck,
-1-channel heads and already-quantized graphs. Plus the committed PP-OCR classifier itself.
+1-channel heads, already-quantized graphs, and a keras2onnx NHWC net whose conv features are
+flattened channels-last into Dense layers (MTCNN). Plus the committed PP-OCR classifier itself.
 """
 
 from __future__ import annotations
@@ -141,6 +142,23 @@ def attention_flatten() -> onnx.ModelProto:
     return g.model([1, 3, 8, "W"], {"out": [1, "T", 5]})
 
 
+def keras_nhwc_dense() -> onnx.ModelProto:
+    """MTCNN's output net as keras2onnx writes it: NHWC input transposed to NCHW, Conv + PRelu
+    (per-channel slope [C,1,1]), MaxPool, transposed back to NHWC, Flatten (channels fastest),
+    Dense as MatMul + Add, PRelu, then two Dense heads (3 outputs in the real model)."""
+    g = PaddleGraph(3)
+    f = g.op("Transpose", ["x"], perm=[0, 3, 1, 2])
+    for cin, cout in ((3, 6), (6, 8)):
+        f = g.op("PRelu", [g.conv(f, cin, cout, 3, bias=True), g.const(g.rng.random((cout, 1, 1)) * 0.2)])
+        f = g.op("MaxPool", [f], kernel_shape=[2, 2], strides=[2, 2])
+    flat = g.op("Flatten", [g.op("Transpose", [f], perm=[0, 2, 3, 1])], axis=1)
+    h = g.op("Add", [g.op("MatMul", [flat, g.const(g.rng.standard_normal((2 * 2 * 8, 16)) * 0.3)]), g.const(g.rng.standard_normal(16))])
+    h = g.op("PRelu", [h, g.const(g.rng.random(16) * 0.2)])
+    g.op("Add", [g.op("MatMul", [h, g.const(g.rng.standard_normal((16, 4)))]), g.const(np.zeros(4))], out="box")
+    g.op("MatMul", [h, g.const(g.rng.standard_normal((16, 2)))], out="score")
+    return g.model(["N", 8, 8, 3], {"box": ["N", 4], "score": ["N", 2]}, opset=12, paddle_value_info=False)
+
+
 def run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     import onnxruntime as ort
 
@@ -217,6 +235,14 @@ def test_flatten_with_shape_computed_target_follows_pruned_channels():
     groups = assert_prunes_exactly(attention_flatten(), [(1, 3, 8, 16), (1, 3, 8, 40)], min_groups=2)
     conv_group = next(g for g in groups if "p2o.Conv.0" in g.node_names())
     assert conv_group.prunable and "p2o.MatMul.0" in conv_group.node_names()
+
+
+def test_keras_nhwc_flatten_into_dense_prunes_exactly():
+    """Channels flattened channels-last feed the Dense rows interleaved (h, w, c): the rows removed
+    must follow that order, and the Dense units (PRelu slopes, biases) prune too."""
+    groups = assert_prunes_exactly(keras_nhwc_dense(), [(1, 8, 8, 3), (3, 8, 8, 3)], min_groups=3)
+    last_conv = next(g for g in groups for m in g.members if (m.node, m.role) == ("p2o.Conv.1", "out"))
+    assert last_conv.prunable and "p2o.MatMul.0" in last_conv.node_names()
 
 
 def test_a_failing_rule_is_a_barrier(monkeypatch):
