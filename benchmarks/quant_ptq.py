@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hwopt.data import Dataset, load_dataset  # noqa: E402
+from hwopt.devices import load_device  # noqa: E402
+from hwopt.graph.load import atomic_write_text  # noqa: E402
 from hwopt.graph.normalize import normalize_model  # noqa: E402
 from hwopt.graph.shapes import fix_input_shapes  # noqa: E402
 from hwopt.quant.executed import onnxruntime_node_mix, openvino_precision_mix  # noqa: E402
@@ -75,13 +77,17 @@ class _Reader:
         return next(self._it, None)
 
 
-def ort_static(model: onnx.ModelProto, calib: Dataset, tmp: Path) -> onnx.ModelProto:
+def ort_static(model: onnx.ModelProto, calib: Dataset, tmp: Path, activations: str = "int8") -> onnx.ModelProto:
+    """onnxruntime's own QDQ quantizer, per-channel int8 weights, activations int8 (S8S8, its
+    default) or uint8 (U8S8: the storage hwopt's x86 profile picks), so that the peer is timed
+    with both storages hwopt could choose."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     src, dst = tmp / "ort_src.onnx", tmp / "ort_q.onnx"
     onnx.save(model, str(src))
+    act = QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8
     quantize_static(str(src), str(dst), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                    activation_type=act, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
     return onnx.load(str(dst))
 
 
@@ -92,8 +98,13 @@ def nncf_quant(model: onnx.ModelProto, calib: Dataset) -> onnx.ModelProto:
     return nncf.quantize(model, data, subset_size=len(calib))
 
 
+#: the device profile of this machine: `hwopt quantize`'s default target; its `qdq.activation_dtype`
+#: (uint8 on x86) sets the onnxruntime activation storage, so the benchmark must use it too
+DEVICE = "x86-avx512"
+
+
 def hwopt_ptq(model: onnx.ModelProto, calib: Dataset, runtime: str, wbits: int = 8, abits: int = 8, method: str = "minmax"):
-    plan = plan_quantization(model, scheme_for(runtime))
+    plan = plan_quantization(model, scheme_for(runtime, load_device(DEVICE)))
     stats = calibrate_plan(plan, calib, method)
     return align_biases(emit(plan, stats, wbits=wbits, abits=abits, float_nodes=float_tails(plan, stats)))  # as quantize() does
 
@@ -112,6 +123,7 @@ def bench_model(name: str, model: onnx.ModelProto, calib: Dataset, ev: Dataset, 
     variants: dict[str, onnx.ModelProto] = {"fp32": model}
     timings: dict[str, float] = {}
     for label, fn in [("ort_quantize_static", lambda: ort_static(model, calib, tmp)),
+                      ("ort_quantize_static_u8", lambda: ort_static(model, calib, tmp, "uint8")),
                       ("nncf", lambda: nncf_quant(model, calib)),
                       ("hwopt[ort-scheme]", lambda: hwopt_ptq(model, calib, "onnxruntime")),
                       ("hwopt[ov-scheme]", lambda: hwopt_ptq(model, calib, "openvino")),
@@ -161,7 +173,8 @@ def main() -> None:
 
     from hwopt.runtimes.base import host_device
 
-    results = {"device": host_device(), "threads": 1, "batch": 1, "quick": args.quick, "models": []}
+    results = {"device": host_device(), "profile": DEVICE, "threads": 1, "batch": 1, "quick": args.quick,
+               "command": "python " + " ".join(["benchmarks/quant_ptq.py", *sys.argv[1:]]), "models": []}
     calib, ev, train = digits_32()
     rounds = 8 if args.quick else 12  # a shared machine: many short interleaved rounds, not a few long ones
     with tempfile.TemporaryDirectory() as d:
@@ -176,8 +189,7 @@ def main() -> None:
             m = zoo_model(name, train, 5 if args.quick else 8, tmp)
             results["models"].append(bench_model(f"{name} (digits)", m, calib, ev, tmp, rounds))
     out = ROOT / "benchmarks" / "results" / "quant_ptq.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=float))
+    atomic_write_text(json.dumps(results, indent=2, default=float), out)
     print(f"\nwrote {out}")
 
 

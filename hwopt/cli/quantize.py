@@ -30,7 +30,9 @@ def quantize_cmd(
     exclude: str = typer.Option(None, "--exclude", help="Node names to keep in float, comma-separated."),
     exclude_ops: str = typer.Option(None, "--exclude-ops", help="Op types to keep in float, comma-separated."),
     keep_first_last: bool = typer.Option(False, "--keep-first-last", help="Keep the first and last weighted layers float."),
-    bias_correction: bool = typer.Option(False, "--bias-correction", help="Correct the mean output shift of weight rounding."),
+    bias_correction: str = typer.Option("none", "--bias-correction",
+                                        help="none; analytic (weight rounding's mean shift, from input means); empirical "
+                                             "(each layer's measured mean output shift vs the float model, layer by layer)."),
     data_free: bool = typer.Option(False, "--data-free", help="Calibrate on synthetic inputs (warns; check accuracy)."),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Keep sensitive layers float until the drop (points) fits."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="Also report per-layer sensitivity."),

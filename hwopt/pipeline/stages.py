@@ -55,13 +55,14 @@ class QuantizeOptions:
     """int8 post-training quantization in `runtime`'s QDQ scheme (hwopt.quant).
 
     `max_accuracy_drop` turns on mixed precision: the most sensitive layers stay float until the
-    drop is met (the strongest fallback before giving up on int8).
+    drop is met (the strongest fallback before giving up on int8). `bias_correction` is none,
+    analytic or empirical (True: analytic), see `hwopt.quant.api.BIAS_CORRECTION`.
     """
 
     runtime: str
     method: str = "minmax"
     reconstruct: str = "none"
-    bias_correction: bool = False
+    bias_correction: bool | str = False
     max_accuracy_drop: float | None = None
 
 
@@ -179,6 +180,7 @@ def quantize(art: Artifact, opts: QuantizeOptions, ctx: StageContext, work: Path
     )
     out = save_model(res.model, work / "model.onnx")
     meta = {"stage": "quantize", "runtime": opts.runtime, "method": opts.method, "reconstruct": opts.reconstruct,
+            "bias_correction": next(s["bias_correction"] for s in res.report["stages"] if s["stage"] == "ptq"),
             "float_layers": res.report.get("float_layers", [])}
     return Artifact(out, precision="int8", meta=meta)
 

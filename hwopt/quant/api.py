@@ -22,6 +22,7 @@ from hwopt.graph.load import load_model, save_model
 from hwopt.graph.normalize import fold_conv_affine, normalize_model
 from hwopt.graph.fold import fold_constants
 from hwopt.graph.shapes import Shapes, fix_input_shapes, input_specs, random_inputs, resolve_input_shapes
+from hwopt.quant.biascorrect import correct_biases
 from hwopt.quant.calibrate import METHODS
 from hwopt.quant.equalize import equalize as equalize_model
 from hwopt.quant.equalize import has_depthwise
@@ -32,6 +33,9 @@ from hwopt.quant.schemes import scheme_for
 from hwopt.quant.sensitivity import evaluate, layer_sensitivity, mixed_precision
 
 RECONSTRUCT = ("none", "adaround", "qdrop", "metaaug")
+#: bias correction modes: analytic removes the mean shift of weight rounding (from input means);
+#: empirical measures each layer's mean output shift against the float model (hwopt.quant.biascorrect)
+BIAS_CORRECTION = ("none", "analytic", "empirical")
 DataLike = Dataset | str | os.PathLike | None
 
 
@@ -82,7 +86,7 @@ def quantize(
     exclude_ops: list[str] = (),
     keep_first_last: bool = False,
     keep_tails: bool = True,
-    bias_correction: bool = False,
+    bias_correction: bool | str = False,
     equalize: bool | str = "auto",
     reconstruct: str = "none",
     iters: int = 500,
@@ -101,6 +105,7 @@ def quantize(
     `calib` is required unless `data_free` (synthetic inputs, with a warning). Weights are
     per-channel symmetric; activations follow the runtime's scheme (`hwopt.quant.schemes`).
     With `max_accuracy_drop` (points), the most sensitive layers stay float until it is met.
+    `bias_correction` is one of BIAS_CORRECTION (True means "analytic", False "none").
 
     `shapes` ({input: dims}, as from --shape) fixes dynamic input dims where concrete ones are
     needed (graph analysis, synthetic data, the latency measurement); inputs it does not name
@@ -113,6 +118,7 @@ def quantize(
         raise HwoptError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
     if reconstruct not in RECONSTRUCT:
         raise HwoptError(f"unknown --reconstruct {reconstruct!r}; choose one of {', '.join(RECONSTRUCT)}")
+    bias_mode = bias_correction_mode(bias_correction)
     if equalize not in (True, False, "auto"):
         raise HwoptError("equalize must be True, False or 'auto'")
     device = target if isinstance(target, DeviceProfile) else load_device(target)
@@ -146,9 +152,14 @@ def quantize(
                              keep_first_last=keep_first_last, shapes=concrete)
     stats = calibrate_plan(plan, calib_ds, method, limit=calib_limit)
     tails = float_tails(plan, stats) if keep_tails else set()
-    qdq = emit(plan, stats, wbits=wbits, abits=abits, float_nodes=tails, bias_correction=bias_correction)
+    qdq = emit(plan, stats, wbits=wbits, abits=abits, float_nodes=tails, bias_correction=bias_mode == "analytic")
     report["stages"].append({"stage": "ptq", "samples": stats.samples, "layers": len(plan.layers),
-                             "float_tails": sorted(tails), "bias_correction": bias_correction})
+                             "float_tails": sorted(tails), "bias_correction": bias_mode})
+    runtimes = _runtimes_here()
+    judge = runtime if runtime in runtimes else "onnxruntime"
+    if bias_mode == "empirical":
+        qdq, bc = correct_biases(plan.model, qdq, calib_ds, runtime=judge)
+        report["stages"].append({"stage": "bias_correction", **bc.to_dict()})
 
     if reconstruct != "none":
         try:
@@ -168,8 +179,6 @@ def quantize(
 
     # last, after every stage that moves scales: onnxruntime then runs exactly this arithmetic
     qdq = align_biases(qdq)
-    runtimes = _runtimes_here()
-    judge = runtime if runtime in runtimes else "onnxruntime"
     report["accuracy_runtime"] = judge
     f_metrics, reference = evaluate(float_model, eval_ds, judge)
     q_metrics, _ = evaluate(qdq, eval_ds, judge, reference)
@@ -190,8 +199,11 @@ def quantize(
             warnings.warn("mixed precision re-emits plain PTQ layers; reconstruction/distillation results are not reused",
                           stacklevel=2)
         mp = mixed_precision(plan, stats, eval_ds, ranking, float_accuracy=f_metrics["accuracy"], max_drop=max_accuracy_drop,
-                             wbits=wbits, abits=abits, runtime=judge, bias_correction=bias_correction)
-        qdq = align_biases(mp.model)
+                             wbits=wbits, abits=abits, runtime=judge, bias_correction=bias_mode == "analytic")
+        qdq = mp.model
+        if bias_mode == "empirical":
+            qdq = correct_biases(plan.model, qdq, calib_ds, runtime=judge)[0]
+        qdq = align_biases(qdq)
         report["quantized"][judge] = evaluate(qdq, eval_ds, judge, reference)[0]
         report["mixed_precision"] = {"float_layers": mp.float_layers, "met_budget": mp.met_budget, "tried": mp.tried}
         report["float_layers"] = sorted(set(report["float_layers"]) | set(mp.float_layers))
@@ -207,6 +219,14 @@ def quantize(
         report["speedup"] = _speedups(report["latency"])
     qdq, report["weight_storage"] = _weight_storage(qdq, wbits, runtime)
     return QuantResult(qdq, report)
+
+
+def bias_correction_mode(value: bool | str) -> str:
+    """One of BIAS_CORRECTION from the API's bool-or-name `bias_correction` (True: analytic)."""
+    mode = ("analytic" if value else "none") if isinstance(value, bool) else value
+    if mode not in BIAS_CORRECTION:
+        raise HwoptError(f"unknown bias correction {value!r}; choose one of {', '.join(BIAS_CORRECTION)}")
+    return mode
 
 
 def _weight_storage(qdq: onnx.ModelProto, wbits: int, runtime: str) -> tuple[onnx.ModelProto, str]:

@@ -109,7 +109,7 @@ def plan_quantization(
         if n.name in weights:
             acts.setdefault(n.input[0], set()).add(n.name)
             if scheme.quantize_outputs:
-                acts.setdefault(_output_after_activation(n, consumers), set()).add(n.name)
+                acts.setdefault(_output_after_activation(n, consumers, scheme.fused_activations), set()).add(n.name)
         elif n.op_type in scheme.activation_ops or scheme.all_tensors:
             for t in n.input:
                 if is_float(t):
@@ -120,6 +120,8 @@ def plan_quantization(
                         acts.setdefault(t, set()).add(n.name)
     acts = {t: users for t, users in acts.items() if is_float(t)}
     shared: list[set[str]] = []
+    if scheme.mirror_through:
+        acts, shared = mirror_quantizers(model, acts, scheme.mirror_through, is_float)
     if scheme.hoist_through:
         acts, shared = hoist_quantizers(model, acts, scheme.hoist_through, is_float)
         shared = merge_groups(shared)
@@ -180,6 +182,37 @@ def hoist_quantizers(model: onnx.ModelProto, acts: dict[str, set[str]], through:
     return out, groups
 
 
+def mirror_quantizers(model: onnx.ModelProto, acts: dict[str, set[str]], through: frozenset[str],
+                      is_float) -> tuple[dict[str, set[str]], list[set[str]]]:
+    """Also quantize the input of each `through` op whose output is quantized, with one shared scale.
+
+    Why: onnxruntime runs Flatten, reshapes and MaxPool on int8 only when they sit between a DQ
+    and a Q of the same parameters (it then drops both); with a quantizer on their output alone
+    they run float, and so does the op before them (ResNet's GlobalAveragePool -> Flatten ->
+    Gemm: float GAP and float Gemm, where `quantize_static` gets QLinearGlobalAveragePool and
+    QGemm). Chains (MaxPool -> Reshape) are followed upwards while each input has this one reader.
+
+    Returns the new plan and the groups of tensors that must share a scale.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    out = {t: set(u) for t, u in acts.items()}
+    groups: list[set[str]] = []
+    for tensor in list(acts):
+        group, t = {tensor}, tensor
+        while (p := producer.get(t)) is not None and p.op_type in through and p.input and is_float(p.input[0]) \
+                and readers.get(p.input[0], 0) == 1:
+            t = p.input[0]
+            out.setdefault(t, set()).add(p.name)
+            group.add(t)
+        if len(group) > 1:
+            groups.append(group)
+    return out, merge_groups(groups)
+
+
 def merge_groups(groups: list[set[str]]) -> list[set[str]]:
     """Union of overlapping groups (a tensor feeding two Concats ties both to one scale)."""
     merged: list[set[str]] = []
@@ -202,11 +235,11 @@ def constant_tensors(model: onnx.ModelProto) -> set[str]:
     return fixed
 
 
-def _output_after_activation(node: onnx.NodeProto, consumers: dict) -> str:
+def _output_after_activation(node: onnx.NodeProto, consumers: dict, fused: frozenset[str] = FUSED_ACTIVATIONS) -> str:
     """A weighted op's output, or that of the activation function it alone feeds."""
     out = node.output[0]
     users = consumers.get(out, [])
-    if len(users) == 1 and users[0].op_type in FUSED_ACTIVATIONS:
+    if len(users) == 1 and users[0].op_type in fused:
         return users[0].output[0]
     return out
 

@@ -39,6 +39,13 @@ FUSED_ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "HardSigmoid", "Sigm
 #: pooling is not one of them: its mean leaves the grid, so it gets its own output quantizer.
 OPENVINO_PASS_THROUGH = frozenset({"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity",
                                    "Split", "Concat"})
+#: activations onnxruntime's QDQ fusion absorbs into the output QuantizeLinear of a conv (its
+#: range clips them); after any other (HardSigmoid, Sigmoid) a Q placed past the activation leaves
+#: the conv float: PP-style SE blocks' second conv ran as FusedConv with 8 Transposes around it
+ORT_FUSED_ACTIVATIONS = frozenset({"Relu", "Clip"})
+#: ops onnxruntime runs on int8 as they are when a DQ -> op -> Q with one scale surrounds them
+#: (its DropQDQ rule): quantizing their output for the next layer also quantizes their input
+ORT_PASS_THROUGH = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "MaxPool"})
 #: gates: a Mul reading one of these is a squeeze-excite scale, a SiLU/swish or an exported
 #: hard-swish x*relu6(x+3), not a layer join to quantize (its float result is quantized once, for
 #: the next conv, and OpenVINO fuses the gate into the conv before it)
@@ -53,6 +60,8 @@ class Scheme:
     activation_symmetric: bool
     weight_per_channel: bool = True
     quantize_outputs: bool = False  # also quantize the outputs of weighted ops
+    fused_activations: frozenset[str] = FUSED_ACTIVATIONS  # an output quantizer goes after these
+    mirror_through: frozenset[str] = frozenset()  # quantize these ops' input too, sharing the output's scale
     activation_ops: frozenset[str] = DEFAULT_ACTIVATION_OPS
     all_tensors: bool = False  # full-integer: quantize every float activation between ops
     hoist_through: frozenset[str] = frozenset()  # move an input quantizer above these ops (see ptq.hoist_quantizers)
@@ -67,6 +76,7 @@ SCHEMES: dict[str, Scheme] = {
     # into QLinear kernels than int8 ones (ResNet digits: 9 of 9 convs vs 3; int8 ran 0.71x fp32,
     # uint8 1.48x), see docs/quantize.md
     "onnxruntime": Scheme("onnxruntime", activation_symmetric=False, quantize_outputs=True, device_storage=True,
+                          fused_activations=ORT_FUSED_ACTIVATIONS, mirror_through=ORT_PASS_THROUGH,
                           note="QDQ, per-channel int8 weights, activations as the device says; QLinear fusion needs output Q"),
     "openvino": Scheme("openvino", activation_symmetric=False,
                        activation_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool", "MatMul", "Mul"}),

@@ -106,3 +106,21 @@ def test_dry_run_writes_only_the_recipe(small_model, tmp_path):
     ort_fp32 = next(c for c in load_recipe(r.recipe_path).candidates if c.name == "onnxruntime-fp32")
     if ort_fp32.predicted_ms is not None:  # a latency table for x86 onnxruntime is bundled
         assert ort_fp32.predicted_ms > 0
+
+
+def test_first_int8_level_uses_empirical_bias_correction_on_light_models():
+    from hwopt.pipeline.recipe import HEAVY_MACS
+
+    def modes(r):
+        return {c.name: next(s.options.get("bias_correction", False) for s in c.steps if s.stage == "quantize")
+                for c in r.candidates if c.precision == "int8" and c.runtime == "openvino"}
+
+    dev = load_device("x86-avx512")
+    assert modes(plan_recipe(dev, model_macs=HEAVY_MACS // 10)) == {
+        "openvino-int8-minmax": "empirical", "openvino-int8-percentile": True,
+        "openvino-int8-adaround": False, "openvino-int8-mixed": True}
+    assert modes(plan_recipe(dev)) == modes(plan_recipe(dev, model_macs=HEAVY_MACS // 10))  # MACs unknown: light
+    assert modes(plan_recipe(dev, model_macs=HEAVY_MACS * 2)) == {"openvino-int8-minmax": False, "openvino-int8-percentile": True}
+    pruned = plan_recipe(dev, latency_ms=1.0, model_macs=HEAVY_MACS // 10)
+    assert [s.options["bias_correction"] for c in pruned.candidates if c.group.startswith("prune")
+            for s in c.steps if s.stage == "quantize"] == ["empirical", "empirical"]

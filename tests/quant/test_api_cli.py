@@ -76,10 +76,13 @@ def test_reconstruct_option_is_validated(tiny_model, digits):
 def test_cli_quantize_json_and_output(tmp_path, tiny_model_path, data_files):
     out = tmp_path / "q.onnx"
     res = CliRunner().invoke(app, ["quantize", str(tiny_model_path), "--calib", str(data_files / "calib.npz"), "--eval",
-                                   str(data_files / "eval.npz"), "--no-latency", "-o", str(out), "--json"])
+                                   str(data_files / "eval.npz"), "--no-latency", "--bias-correction", "empirical",
+                                   "-o", str(out), "--json"])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert rep["output"] == str(out) and rep["float"]["metric"] == "top1"
+    bc = next(s for s in rep["stages"] if s["stage"] == "bias_correction")
+    assert bc["method"] == "empirical" and bc["layers"] == 5
     onnx.checker.check_model(onnx.load(str(out)))
     assert json.loads((tmp_path / "q.report.json").read_text())["wbits"] == 8
 
@@ -92,6 +95,7 @@ def test_cli_quantize_json_and_output(tmp_path, tiny_model_path, data_files):
     (["--calib", "calib.npz", "--wbits", "5"], "--wbits must be one of"),
     (["--calib", "calib.npz", "--abits", "16"], "--abits must be one of"),
     (["--calib", "calib.npz", "--method", "kl"], "unknown --method"),
+    (["--calib", "calib.npz", "--bias-correction", "fast"], "unknown bias correction"),
     (["--calib", "calib.npz", "--target", "nope"], "unknown target"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, tiny_model_path, data_files, args, message):

@@ -139,3 +139,72 @@ def test_onnxruntime_node_mix_tells_fused_from_unfused_qdq(tiny_model, digits):
         assert mix.int8_kernels >= 2 and mix.dequantize > 0, (runtime, mix.ops)
     float_mix = onnxruntime_node_mix(tiny_model, {"x": (1, 3, 16, 16)})
     assert float_mix.int8_kernels == 0 and float_mix.dequantize == 0 and float_mix.float_mac_kernels > 0
+
+
+def test_paddle_db_head_conv_transposes_run_in_int8():
+    """PP-OCR det's DB head: ConvTranspose with a Constant-node weight and no bias input, its bias
+    a `Reshape(bias) + Add`, then BatchNormalization and Relu (or Sigmoid): both run int8 (u8)."""
+    def const(name: str, arr: np.ndarray) -> onnx.NodeProto:
+        return helper.make_node("Constant", [], [name], name=f"{name}.const", value=numpy_helper.from_array(arr, name))
+
+    def up(i: int, x: str, cin: int, cout: int) -> list[onnx.NodeProto]:
+        w = (RNG.standard_normal((cin, cout, 2, 2)) * 0.2).astype(np.float32)
+        return [const(f"conv2d_transpose_{i}.w_0", w), const(f"conv2d_transpose_{i}.b_0", (RNG.standard_normal(cout) * 0.1).astype(np.float32)),
+                const(f"shape_{i}", np.array([1, cout, 1, 1], np.int64)),
+                helper.make_node("ConvTranspose", [x, f"conv2d_transpose_{i}.w_0"], [f"conv2d_transpose_{i}.tmp_0"],
+                                 name=f"p2o.ConvTranspose.{2 * i}", kernel_shape=[2, 2], strides=[2, 2]),
+                helper.make_node("Reshape", [f"conv2d_transpose_{i}.b_0", f"shape_{i}"], [f"bias_{i}"], name=f"p2o.Reshape.{i}"),
+                helper.make_node("Add", [f"conv2d_transpose_{i}.tmp_0", f"bias_{i}"], [f"conv2d_transpose_{i}.tmp_1"],
+                                 name=f"p2o.Add.{278 + 2 * i}")]
+
+    def bn(i: int, x: str, c: int, out: str) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
+        arrs = [RNG.uniform(0.5, 1.5, c), RNG.standard_normal(c) * 0.1, RNG.standard_normal(c) * 0.1, RNG.uniform(0.5, 1.5, c)]
+        names = [f"batch_norm_{i}.{k}" for k in ("w_0", "b_0", "w_1", "w_2")]
+        inits = [numpy_helper.from_array(a.astype(np.float32), n) for a, n in zip(arrs, names)]
+        return helper.make_node("BatchNormalization", [x, *names], [out], name=f"p2o.BatchNormalization.{i}"), inits
+
+    c0, i0 = conv("p2o.Conv.0", "x", 8, 16, "conv2d_0.tmp_0")
+    b0, j0 = bn(0, "conv2d_0.tmp_0", 16, "batch_norm_0.tmp_3")
+    b1, j1 = bn(1, "conv2d_transpose_0.tmp_1", 8, "batch_norm_1.tmp_3")
+    nodes = [c0, b0, helper.make_node("Relu", ["batch_norm_0.tmp_3"], ["batch_norm_0.tmp_4"], name="p2o.Relu.10"),
+             *up(0, "batch_norm_0.tmp_4", 16, 8), b1,
+             helper.make_node("Relu", ["batch_norm_1.tmp_3"], ["batch_norm_1.tmp_4"], name="p2o.Relu.11"),
+             *up(1, "batch_norm_1.tmp_4", 8, 1),
+             helper.make_node("Sigmoid", ["conv2d_transpose_1.tmp_1"], ["sigmoid_0.tmp_0"], name="p2o.Sigmoid.0")]
+    g = helper.make_graph(nodes, "db", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, "h", "w"])],
+                          [helper.make_tensor_value_info("sigmoid_0.tmp_0", TensorProto.FLOAT, None)], i0 + j0 + j1)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    from hwopt.quant.api import quantize
+
+    calib = Dataset({"x": RNG.uniform(0, 1, (8, 8, 16, 16)).astype(np.float32)}, None, "calib")
+    q = quantize(model, calib, runtime="openvino", measure_latency=False, shapes=SHAPE).model
+    mix = openvino_precision_mix(q, SHAPE)
+    assert mix.mac_layers == {"Convolution:u8": 1, "Deconvolution:u8": 2}, mix.summary()
+    assert mix.float_mac_layers == [] and mix.int8_mac_share == 1.0
+
+
+def test_onnxruntime_fuses_every_conv_and_the_pooled_classifier_input():
+    """onnxruntime's QDQ fusion (x86, uint8 activations): the SE conv feeding a HardSigmoid gets
+    its output quantizer before the gate (a Q after it left the conv float, as FusedConv between
+    Transposes), and GAP -> Flatten -> Gemm gets a quantizer on both sides of the Flatten with one
+    scale, so the pooling runs as QLinearGlobalAveragePool (with one only after Flatten it ran float)."""
+    from hwopt.devices import load_device
+
+    model = se_silu_model()
+    fc = numpy_helper.from_array((RNG.standard_normal((4, 8)) * 0.2).astype(np.float32), "fc_0.w_0")
+    model.graph.node.extend([
+        helper.make_node("GlobalAveragePool", ["out"], ["pool2d_1.tmp_0"], name="p2o.GAP.1"),
+        helper.make_node("Flatten", ["pool2d_1.tmp_0"], ["flatten_0.tmp_0"], name="p2o.Flatten.0"),
+        helper.make_node("Gemm", ["flatten_0.tmp_0", "fc_0.w_0"], ["logits"], name="p2o.Gemm.0", transB=1)])
+    model.graph.initializer.append(fc)
+    model.graph.output[0].name = "logits"
+    calib = Dataset({"x": RNG.uniform(0, 1, (8, 8, 16, 16)).astype(np.float32)}, None, "calib")
+    plan = plan_quantization(model, scheme_for("onnxruntime", load_device("x86-avx512")), shapes=SHAPE)
+    q = emit(plan, calibrate_plan(plan, calib))
+    recs = read_quant_params(q)
+    assert recs["pool2d_1.tmp_0"].scale == recs["flatten_0.tmp_0"].scale
+    assert "conv2d_1.tmp_0" in recs and "hardsigmoid_0.tmp_0" in recs  # before the gate, and the Mul's input
+    ops = onnxruntime_node_mix(q, SHAPE).ops
+    assert ops.get("QLinearConv") == 3 and "FusedConv" not in ops and "Conv" not in ops, ops
+    assert ops.get("QLinearGlobalAveragePool") == 2 and "GlobalAveragePool" not in ops, ops
