@@ -300,7 +300,7 @@ def main() -> None:
             print(f"{m.name:18s} {key:16s} {r['status']:8s} {r['seconds']:7.1f}s  {r.get('message', '')[:110]}", flush=True)
     statuses = [r["status"] for row in results.values() for r in row.values()]
     print(f"\n{statuses.count('ok')} ok, {statuses.count('refused')} refused, {statuses.count('mismatch')} mismatch, "
-          f"{statuses.count('broken')} broken, {statuses.count('timeout')} timeout -> {RESULTS}")
+          f"{statuses.count('broken')} broken, {statuses.count('timeout')} timeout -> {args.results}")
 
 
 if __name__ == "__main__":

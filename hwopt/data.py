@@ -5,8 +5,8 @@ optional `labels` array, or a folder of images (PNG/JPEG/BMP/WebP) turned into t
 by a preprocess spec (`Preprocess`: size, channel order, scale, mean/std, layout), given as
 options or as `preprocess.yaml` / `preprocess.json` in the folder. Images in class subfolders
 get `labels` (the sorted subfolder index). Without labels, a candidate is judged by agreement
-with the original model: top-1 agreement for classifiers, SQNR and cosine similarity of outputs
-otherwise.
+with the original model: top-1 agreement for single-output classifiers, cosine similarity of all
+outputs otherwise (SQNR and cosine are always reported).
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ def load_dataset(path: str | os.PathLike, model: onnx.ModelProto | None = None,
     labels = arrays.pop("labels", None)
     if not arrays:
         raise HwoptError(f"data file {p} has no input arrays")
+    scalars = sorted(k for k, v in arrays.items() if v.ndim == 0)
+    if scalars:
+        raise HwoptError(f"data file {p}: array(s) {scalars} are scalars; every array needs one row per sample on axis 0")
     ds = Dataset(arrays, labels, str(p))
     lengths = {k: len(v) for k, v in arrays.items()}
     if len(set(lengths.values())) != 1 or (labels is not None and len(labels) != len(ds)):
@@ -264,6 +267,8 @@ def check_dataset(ds: Dataset, model: onnx.ModelProto) -> None:
         raise HwoptError(f"data file {ds.source} has array(s) {extra} that are not model inputs {sorted(specs)}")
     for name, spec in specs.items():
         arr = ds.inputs[name]
+        if not spec.dims:
+            raise HwoptError(f"model input {name!r} is a scalar; hwopt data sets hold samples on axis 0 and cannot feed scalar inputs")
         if arr.ndim != len(spec.dims):
             raise HwoptError(
                 f"data {name!r} has per-sample shape {arr.shape[1:]} (rank {arr.ndim} with the sample axis); "
@@ -313,7 +318,10 @@ def accuracy_metrics(outputs: list[np.ndarray], labels: np.ndarray | None, refer
     """Metrics of a candidate's outputs: `accuracy` in percent is the headline number.
 
     With labels and class scores: top-1 accuracy against the labels. Without labels: top-1
-    agreement with the reference outputs for classifiers, else cosine similarity x 100.
+    agreement with the reference outputs for a single-output classifier, else cosine similarity
+    x 100 averaged over all outputs. A model with several outputs is judged on all of them
+    because its first (N, C) output is as often a box or landmark regression (MTCNN, detectors)
+    as class scores, and the argmax of a regression says nothing.
     SQNR and cosine vs the reference are always added when a reference is given.
     """
     y = outputs[0]
@@ -321,7 +329,7 @@ def accuracy_metrics(outputs: list[np.ndarray], labels: np.ndarray | None, refer
     if labels is not None and is_classifier_output(y):
         m["accuracy"] = float((y.argmax(1) == labels).mean() * 100)
         m["metric"] = "top1"
-    elif reference is not None and is_classifier_output(y):
+    elif reference is not None and len(outputs) == 1 and is_classifier_output(y):
         m["accuracy"] = float((y.argmax(1) == reference[0].argmax(1)).mean() * 100)
         m["metric"] = "top1_agreement"
     elif reference is not None:

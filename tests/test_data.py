@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from hwopt.data import Preprocess, load_dataset
+from hwopt.data import Preprocess, accuracy_metrics, load_dataset
 from hwopt.errors import HwoptError
 
 PIL = pytest.importorskip("PIL.Image")
@@ -91,3 +91,28 @@ def test_preprocess_options_refused_for_npz(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((1, 3, 4, 4), np.float32))
     with pytest.raises(HwoptError, match="image folders"):
         load_dataset(tmp_path / "d.npz", _model(["N", 3, 4, 4]), preprocess={"size": "4x4"})
+
+
+def test_scalar_arrays_and_scalar_model_inputs_are_refused(tmp_path):
+    f = tmp_path / "d.npz"
+    np.savez(f, input=np.zeros((4, 8), np.float32), sr=np.array(16000))
+    with pytest.raises(HwoptError, match=r"\['sr'\] are scalars"):
+        load_dataset(f)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])
+    sr = helper.make_tensor_value_info("sr", TensorProto.INT64, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x, sr], [y]))
+    g = tmp_path / "g.npz"
+    np.savez(g, x=np.zeros((4, 8), np.float32), sr=np.full(4, 16000))
+    with pytest.raises(HwoptError, match="'sr' is a scalar"):
+        load_dataset(g, model)
+
+
+def test_unlabeled_multi_output_models_are_judged_on_every_output_not_the_first_argmax():
+    rng = np.random.default_rng(0)
+    boxes, probs = rng.normal(size=(50, 4)), rng.normal(size=(50, 2))
+    nudged = boxes + rng.normal(scale=0.05, size=boxes.shape)  # tiny regression error, argmax flips often
+    single = accuracy_metrics([nudged], None, [boxes])
+    multi = accuracy_metrics([nudged, probs], None, [boxes, probs])
+    assert single["metric"] == "top1_agreement"
+    assert multi["metric"] == "cosine_x100" and multi["accuracy"] > 99.0 > single["accuracy"]
