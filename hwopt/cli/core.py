@@ -11,8 +11,10 @@ from hwopt import api
 from hwopt.cli.common import (
     DEVICES_DIR_OPTION, JSON_OPTION, SHAPE_OPTION, command, console, emit_json, err_console, split_list,
 )
+from hwopt.errors import HwoptError
 from hwopt.graph.load import custom_ops, load_model
 from hwopt.graph.shapes import parse_shape_options
+from hwopt.runtimes import BenchResult, get_runtime
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -106,15 +108,32 @@ def bench_cmd(
     data: Path = typer.Option(None, "--data", help="Take the input from this .npz (first sample) instead of random."),
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Measure latency on runtimes present here; several runtimes are printed side by side."""
+    """Measure latency on runtimes present here; several runtimes are printed side by side.
+
+    A runtime that cannot run the model is reported with its reason and the others still run;
+    the command fails (exit 2) only when none of them could."""
     runtimes = split_list(runtime)
     shapes = parse_shape_options(shape)
-    results = [
-        api.bench(model, rt, threads=threads, warmup=warmup, runs=runs, precision=precision, shapes=shapes, data=data)
-        for rt in runtimes
-    ]
+    for rt in runtimes:  # a runtime asked for but absent is a bad option, not a model it cannot run
+        if not get_runtime(rt).available():
+            raise HwoptError(f"runtime {rt} is not available here")
+    results: list[BenchResult] = []
+    failed: dict[str, str] = {}
+    for rt in runtimes:
+        try:
+            results.append(api.bench(model, rt, threads=threads, warmup=warmup, runs=runs, precision=precision,
+                                     shapes=shapes, data=data))
+        except HwoptError as exc:
+            if len(runtimes) == 1:
+                raise
+            failed[rt] = str(exc)
+    if not results:  # one reason for all (a bad --shape, say) is said once
+        reasons = set(failed.values())
+        raise HwoptError(reasons.pop() if len(reasons) == 1 else
+                         "no runtime could run the model: " + "; ".join(f"{rt}: {why}" for rt, why in failed.items()))
     if json_out:
-        emit_json(results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results])
+        rows = [r.to_dict() for r in results] + [{"runtime": rt, "error": why} for rt, why in failed.items()]
+        emit_json(rows[0] if len(runtimes) == 1 else rows)
         return
     table = Table(title=f"{model.name} on {results[0].device}, {threads} thread(s), {runs} runs")
     for col in ("runtime", "version", "precision", "p50 ms", "p90 ms", "p99 ms", "mean ms", "vs first"):
@@ -126,4 +145,8 @@ def bench_cmd(
             r.runtime, r.version.split("-")[0], r.precision, f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",
             f"{r.mean_ms:.3f}", f"{base / r.p50_ms:.2f}x",
         )
+    for rt in failed:
+        table.add_row(rt, "-", "-", "failed", "-", "-", "-", "-")
     console.print(table)
+    for rt, why in failed.items():  # the reason in full, below the table (a cell would wrap it)
+        err_console.print(f"[yellow]{rt} failed:[/] {why}", soft_wrap=True)

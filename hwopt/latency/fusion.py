@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from hwopt.errors import HwoptError
 from hwopt.graph.normalize import constants_to_initializers
@@ -320,6 +320,7 @@ def _cut(model: onnx.ModelProto, rule: FusionRule, shapes: Shapes | None, placem
     g = _Graph(model, shapes)
     done: set[int] = set()
     kernels: list[Kernel] = []
+    constants: dict[str, onnx.TensorProto] | None = None  # read once, only for a control-flow node
     for node in g.order:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             if placement is not None and node.name in placement.qdq_nodes:
@@ -327,6 +328,13 @@ def _cut(model: onnx.ModelProto, rule: FusionRule, shapes: Shapes | None, placem
                 kernels.append(Kernel(node.op_type, (shape,), shape, nodes=(node.name,)))
             continue
         if id(node) in done:
+            continue
+        if node.op_type in _CONTROL_FLOW:
+            constants = constants if constants is not None else _constant_tensors(model)
+            kernels.extend(_body_kernels(g, model, node, rule, constants))
+            continue
+        if node.input and all(not i or g.is_const(i) for i in node.input):
+            g.inits.update(node.output)  # constants only in: runtimes fold it at load (silero-vad's weight slices)
             continue
         covered = [node]
         op, x_idx, w_idx = _QLINEAR.get(node.op_type, (node.op_type, 0, 1))
@@ -476,3 +484,121 @@ def _conv_out_shape(node, op, x, w, k, strides) -> tuple[int, ...]:
             dims.append((size + pads[i] + pads[i + len(k)] - dil[i] * (k[i] - 1) - 1) // strides[i] + 1)
     c_out = w[0] if op == "Conv" else w[1] * int(_attr(node, "group", 1))
     return (x[0], c_out, *dims) if all(d > 0 for d in dims) else ()
+
+
+_CONTROL_FLOW = ("If", "Loop", "Scan")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One control-flow node a kernel sits in, and how that node runs the body holding it."""
+
+    owner: str  # the If/Loop/Scan node
+    op: str
+    branch: str  # the graph attribute: then_branch, else_branch or body
+    taken: bool  # an If whose condition is a constant: this branch is the one that runs
+    repeat: int  # a Loop/Scan body's trip count (1 when unknown)
+    bounded: bool  # the trip count is unknown: the body counted once is a lower bound
+
+
+@dataclass(frozen=True)
+class BodyKernel(Kernel):
+    """A kernel inside an If/Loop/Scan body, outermost scope first. It is priced like any other
+    kernel; `predict` then keeps only the branch that runs (or the dearer one, when the condition
+    is only known at run time) and repeats a loop body by its trip count."""
+
+    scope: tuple[Scope, ...] = field(default=(), compare=False)
+
+
+def _body_kernels(g: _Graph, model: onnx.ModelProto, node: onnx.NodeProto, rule: FusionRule,
+                  constants: dict[str, onnx.TensorProto]) -> list[Kernel]:
+    """The kernels of a control-flow node's subgraphs, each cut as a model of its own whose inputs
+    are the outer tensors it reads (with the outer graph's shapes)."""
+    owner = node.name or node.output[0]
+    cond = constants.get(g.resolve(node.input[0])) if node.op_type == "If" and node.input else None
+    taken = None if cond is None else ("then_branch" if bool(numpy_helper.to_array(cond).any()) else "else_branch")
+    repeat, bounded = _trip_count(g, node, constants)
+    out: list[Kernel] = []
+    for attr in node.attribute:
+        if attr.type != onnx.AttributeProto.GRAPH or (taken is not None and attr.name != taken):
+            continue
+        scope = Scope(owner, node.op_type, attr.name, taken is not None, repeat, bounded)
+        for k in _cut(_body_model(g, model, node, attr.g, constants), rule, None, None):
+            out.append(BodyKernel(**{f.name: getattr(k, f.name) for f in fields(Kernel)},
+                                  scope=(scope, *getattr(k, "scope", ()))))
+    return out
+
+
+def _trip_count(g: _Graph, node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> tuple[int, bool]:
+    """How often a Loop/Scan runs its body, if the graph says so: (count, False), else (1, True)."""
+    if node.op_type == "Loop" and node.input and node.input[0]:
+        t = constants.get(g.resolve(node.input[0]))
+        if t is not None:
+            return max(int(numpy_helper.to_array(t).reshape(-1)[0]), 0), False
+    if node.op_type == "Scan":
+        n_scan = int(_attr(node, "num_scan_inputs", 0))
+        axes = list(_attr(node, "scan_input_axes", None) or [0] * n_scan)
+        first = node.input[len(node.input) - n_scan] if n_scan else None
+        shape = g.shape(first) if first else None
+        if shape and axes and len(shape) > axes[0]:
+            return shape[axes[0]], False
+    return 1, node.op_type != "If"
+
+
+def _free_names(graph: onnx.GraphProto) -> list[str]:
+    """Tensors a subgraph reads from its enclosing scopes (nested subgraphs included), in first-use order."""
+    made = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    free: dict[str, None] = {}
+    for n in graph.node:
+        inner = [x for a in n.attribute if a.type == onnx.AttributeProto.GRAPH for x in _free_names(a.g)]
+        for name in (*n.input, *inner):
+            if name and name not in made:
+                free[name] = None
+        made.update(n.output)
+    return list(free)
+
+
+def _body_model(g: _Graph, model: onnx.ModelProto, node: onnx.NodeProto, body: onnx.GraphProto,
+                constants: dict[str, onnx.TensorProto]) -> onnx.ModelProto:
+    """A subgraph as a standalone model: outer constants become initializers, other outer tensors
+    and the body's own inputs become graph inputs with the shapes the outer graph gives them."""
+    sub = onnx.ModelProto()
+    sub.ir_version = model.ir_version
+    sub.opset_import.extend(model.opset_import)
+    sg = sub.graph
+    sg.name = body.name
+    sg.node.extend(body.node)
+    sg.output.extend(body.output)
+    sg.initializer.extend(body.initializer)
+    for name in _free_names(body):
+        if g.resolve(name) in constants:
+            t = sg.initializer.add()
+            t.CopyFrom(constants[g.resolve(name)])
+            t.name = name
+        else:
+            sg.input.append(helper.make_tensor_value_info(name, g._dtype(name) or onnx.TensorProto.FLOAT, g.shape(name)))
+    for vi, shape in zip(body.input, _body_input_shapes(g, node, body)):
+        typed = onnx.ValueInfoProto()
+        typed.CopyFrom(vi)
+        if shape is not None and not (vi.type.tensor_type.HasField("shape") and all(
+                d.dim_value > 0 for d in vi.type.tensor_type.shape.dim)):
+            typed = helper.make_tensor_value_info(vi.name, vi.type.tensor_type.elem_type or onnx.TensorProto.FLOAT, shape)
+        sg.input.append(typed)
+    return sub
+
+
+def _body_input_shapes(g: _Graph, node: onnx.NodeProto, body: onnx.GraphProto) -> list[tuple[int, ...] | None]:
+    """Shapes of a Loop/Scan body's inputs from the node's own inputs (an If body has none):
+    Loop gets (iteration, condition, carried...), Scan (state..., one slice of each scanned input)."""
+    if node.op_type == "Loop":
+        return [(), (), *[g.shape(x) if x else None for x in node.input[2:]]]
+    if node.op_type == "Scan":
+        n_scan = int(_attr(node, "num_scan_inputs", 0))
+        n_state = len(node.input) - n_scan
+        axes = list(_attr(node, "scan_input_axes", None) or [0] * n_scan)
+        shapes: list[tuple[int, ...] | None] = [g.shape(x) for x in node.input[:n_state]]
+        for x, axis in zip(node.input[n_state:], axes):
+            s = g.shape(x)
+            shapes.append(None if s is None else tuple(d for i, d in enumerate(s) if i != axis % len(s)))
+        return shapes
+    return [None] * len(body.input)

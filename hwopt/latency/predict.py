@@ -23,7 +23,7 @@ from hwopt.errors import HwoptError
 from hwopt.graph.load import load_model
 from hwopt.graph.shapes import Shapes
 from hwopt.latency.analytical import kernels_ms
-from hwopt.latency.fusion import extract_kernels
+from hwopt.latency.fusion import BodyKernel, extract_kernels
 from hwopt.latency.kernels import Kernel
 from hwopt.latency.ort_qdq import observed_placement
 from hwopt.latency.predictor import KernelPredictor
@@ -38,6 +38,7 @@ class LayerLatency:
     source: str  # table | predictor | fallback | analytical
     kernel: str  # the table key
     nodes: list[str] = field(default_factory=list)
+    note: str = ""  # why a number is less certain than its source says (a kernel inside control flow)
 
 
 @dataclass
@@ -156,11 +157,14 @@ def predict_kernels(kernels: Sequence[Kernel], target: str | DeviceProfile, runt
     ms, src = kernel_estimates(kernels, dev, tab, threads)
     if tab.method == "measured":
         ms = tab.in_model_ms(ms)
+    runs, notes = _control_flow(kernels, ms)
     layers = [
-        LayerLatency(k.nodes[0] if k.nodes else k.op, k.op, float(t), s, k.key, list(k.nodes))
-        for k, t, s in zip(kernels, ms, src)
+        LayerLatency(k.nodes[0] if k.nodes else k.op, k.op, float(ms[i]), "fallback" if i in notes else src[i], k.key,
+                     list(k.nodes), notes.get(i, ""))
+        for i, k in ((i, kernels[i]) for i in runs)
     ]
-    total = float(ms.sum()) + (tab.overhead_ms if tab.method == "measured" else tab.roofline.model_overhead_ms)
+    total = float(sum(layer.latency_ms for layer in layers)) + (
+        tab.overhead_ms if tab.method == "measured" else tab.roofline.model_overhead_ms)
     prov = {
         "table": tab.path.name if tab.path else None,
         "method": tab.method,
@@ -168,9 +172,58 @@ def predict_kernels(kernels: Sequence[Kernel], target: str | DeviceProfile, runt
         **{k: tab.provenance[k] for k in ("measured_on", "runtime_version", "date", "calibration", "note")
            if k in tab.provenance},
     }
+    if notes:
+        prov["control_flow"] = sorted({layer.note for layer in layers if layer.note})
     pred = Prediction(dev.name, tab.runtime, threads, total, layers, prov)
     pred.provenance["sources"] = pred.sources
     return pred
+
+
+def _control_flow(kernels: Sequence[Kernel], ms: np.ndarray) -> tuple[list[int], dict[int, str]]:
+    """Which kernels run, and a note for each one inside an If/Loop/Scan; `ms` of a loop body's
+    kernels is multiplied in place by its trip count.
+
+    An If runs one branch: the one a constant condition selects, else (decided at run time) the
+    dearer one, so the prediction does not flatter the model. A loop whose trip count the graph
+    does not fix counts its body once: the note says the number is a lower bound. Their source
+    reads `fallback`: the kernels are priced as usual, but whether and how often they run is inferred.
+    """
+    scopes = {i: k.scope for i, k in enumerate(kernels) if isinstance(k, BodyKernel)}
+    if not scopes:
+        return list(range(len(kernels))), {}
+    for i, scope in scopes.items():
+        for s in scope:
+            ms[i] *= s.repeat
+    notes: dict[int, str] = {}
+    for i, scope in scopes.items():
+        parts = []
+        for s in scope:
+            if s.op == "If":
+                parts.append(f"{s.owner} branch {s.branch}" + (" (constant condition)" if s.taken else
+                                                               " (the dearer branch; condition known at run time)"))
+            else:
+                parts.append(f"{s.owner} {s.branch} " + (f"x{s.repeat}" if not s.bounded else
+                                                         "once (trip count unknown: a lower bound)"))
+        notes[i] = "control flow: " + " > ".join(parts)
+    return _running(list(range(len(kernels))), scopes, ms, 0), notes
+
+
+def _running(idx: list[int], scopes: dict, ms: np.ndarray, depth: int) -> list[int]:
+    """The kernels of `idx` that run, in order: each If at this depth keeps its dearest branch."""
+    groups: dict[str, list[int]] = {}
+    for i in idx:
+        if len(scopes.get(i, ())) > depth:
+            groups.setdefault(scopes[i][depth].owner, []).append(i)
+    keep = {i for i in idx if len(scopes.get(i, ())) <= depth}
+    for members in groups.values():
+        branches: dict[str, list[int]] = {}
+        for i in members:
+            branches.setdefault(scopes[i][depth].branch, []).append(i)
+        chosen = [_running(b, scopes, ms, depth + 1) for b in branches.values()]
+        if scopes[members[0]][depth].op == "If":
+            chosen = [max(chosen, key=lambda b: float(ms[b].sum()) if b else 0.0)]
+        keep.update(i for b in chosen for i in b)
+    return sorted(keep)
 
 
 def predict_latency(model: onnx.ModelProto | str | os.PathLike, target: str | DeviceProfile,

@@ -41,7 +41,10 @@ class OvSession(Session):
             }
             self._compiled = core.compile_model(ov_model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError with multi-line C++ context
-            raise HwoptError(f"OpenVINO cannot load the model: {str(exc).strip().splitlines()[0]}") from exc
+            # imported here: the exporter imports this module (PRECISION_HINTS) at its top
+            from hwopt.exporters.openvino_export import conversion_failure
+
+            raise HwoptError(f"OpenVINO cannot load the model: {conversion_failure(str(exc))}") from exc
         self._request = self._compiled.create_infer_request()
         ran = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # e.g. "f32", "bf16"
         self.runtime = "openvino"

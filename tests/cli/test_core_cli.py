@@ -63,6 +63,47 @@ def test_bench_side_by_side_json_and_table(example_model) -> None:
     assert "onnxruntime" in table.stdout and "openvino" in table.stdout and "p50 ms" in table.stdout
 
 
+def test_bench_reports_a_runtime_that_fails_and_runs_the_rest(tiny_model_path, monkeypatch) -> None:
+    """silero-vad: OpenVINO cannot convert it; the onnxruntime number must still come out."""
+    from hwopt.errors import HwoptError
+    from hwopt.runtimes import get_runtime, openvino_rt
+
+    if not get_runtime("openvino").available():
+        pytest.skip("OpenVINO not installed")
+
+    def refuse(*args, **kwargs):
+        raise HwoptError("OpenVINO cannot load the model: Conversion is failed for: Conv-16")
+
+    monkeypatch.setattr(openvino_rt, "OvSession", refuse)
+    r = invoke("bench", tiny_model_path, "--runtime", "onnxruntime,openvino", "--json", *FAST)
+    assert r.exit_code == 0, r.stderr
+    ok, failed = json.loads(r.stdout)
+    assert ok["runtime"] == "onnxruntime" and ok["p50_ms"] > 0
+    assert failed["runtime"] == "openvino" and "p50_ms" not in failed and failed["error"]
+
+    table = invoke("bench", tiny_model_path, "--runtime", "onnxruntime,openvino", *FAST)
+    assert table.exit_code == 0, table.stderr
+    assert "failed" in table.stdout and "openvino failed:" in table.stderr
+
+
+def test_bench_fails_when_no_runtime_runs_the_model(tiny_model_path, monkeypatch) -> None:
+    from hwopt import api
+    from hwopt.errors import HwoptError
+    from hwopt.runtimes import get_runtime
+
+    if not get_runtime("openvino").available():
+        pytest.skip("OpenVINO not installed")
+
+    def refuse(model, rt, **kwargs):
+        raise HwoptError(f"{rt} says no")
+
+    monkeypatch.setattr(api, "bench", refuse)
+    r = invoke("bench", tiny_model_path, "--runtime", "onnxruntime,openvino", *FAST)
+    assert r.exit_code == 2
+    assert "no runtime could run the model: onnxruntime: onnxruntime says no; openvino: openvino says no" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_bench_with_data_file_and_shape(examples_dir, make_conv_model, tmp_path) -> None:
     r = invoke("bench", examples_dir / "mobilenet_digits.onnx", "--data", examples_dir / "eval.npz", "--json", *FAST)
     assert r.exit_code == 0, r.stderr

@@ -146,3 +146,20 @@ def test_timing_clock_is_cpu_only_for_one_host_thread(tiny_model_path):
     ort = get_runtime("onnxruntime")
     assert timing_clock(ort.session(tiny_model_path)) == "cpu"
     assert timing_clock(ort.session(tiny_model_path, threads=2)) == "wall"
+
+
+def test_openvino_load_error_names_the_failing_ops(tiny_model_path, monkeypatch) -> None:
+    """OpenVINO's message starts with a C++ source location; the user needs the summary naming the ops."""
+    text = ("Exception from src/inference/src/cpp/core.cpp:92:\nCheck 'false' failed at src/frontends/onnx/frontend/"
+            "src/frontend.cpp:165:\nFrontEnd API failed with GeneralFailure:\n-- Conv-16: The input data tensor's "
+            "rank has to be known (static)\nConversion is failed for: Conv-16, ReduceMean-16\n")
+
+    class FailingCore:
+        def read_model(self, *args):
+            raise RuntimeError(text)
+
+    monkeypatch.setattr(openvino, "Core", FailingCore)
+    with pytest.raises(HwoptError) as err:
+        get_runtime("openvino").session(tiny_model_path)
+    assert str(err.value).startswith("OpenVINO cannot load the model: Conversion is failed for: Conv-16, ReduceMean-16")
+    assert "src/" not in str(err.value) and "\n" not in str(err.value)
