@@ -99,6 +99,8 @@ def predict_cmd(
             t.add_row(layer.name, layer.op, f"{layer.latency_ms:.4f}", f"{layer.latency_ms / p.latency_ms:.0%}",
                       layer.source, layer.kernel)
         console.print(t)
+        for note in p.provenance.get("control_flow", []):  # why some `fallback` rows are less certain
+            console.print(f"note: {note}")
 
 
 def _validate(models: list[Path], target: str, runtime: str, table: Path | None, shapes, json_out: bool) -> None:

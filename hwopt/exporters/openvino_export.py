@@ -20,7 +20,7 @@ from hwopt.exporters.base import ExportResult, dynamic_dims_note
 from hwopt.exporters.verify import Feeds, verify_session
 from hwopt.graph.load import atomic_write_bytes, atomic_write_text
 from hwopt.runtimes import get_runtime
-from hwopt.runtimes.openvino_rt import PRECISION_HINTS
+from hwopt.runtimes.openvino_rt import PRECISION_HINTS, conversion_failure
 
 
 def export_openvino(
@@ -62,18 +62,3 @@ def export_openvino(
     notes = [f"OpenVINO {rt.version()} compiled it to run in {session.precision}", dynamic_dims_note(model)]
     notes = [n for n in notes if n]
     return ExportResult("openvino", precision, out, [out, out.with_suffix(".bin"), deploy], v, notes)
-
-
-def conversion_failure(text: str) -> str:
-    """The line of an OpenVINO frontend error that names what failed.
-
-    Its first lines are only the C++ source location ("Exception from src/inference/...:105:");
-    the summary at the end names the ops ("Conversion is failed for: Conv-16, ReduceMean-16").
-    """
-    lines = [ln.strip(" -") for ln in text.strip().splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if ln.startswith("Conversion is failed for"):
-            why = next((x for x in lines if "rank has to be known" in x or x.startswith("Unsupported")), "")
-            return f"{ln}{' (' + why + ')' if why else ''}"
-    informative = [ln for ln in lines if not ln.startswith(("Exception from", "Check ")) and not ln.endswith(":")]
-    return (informative or lines or ["unknown error"])[0][:300]

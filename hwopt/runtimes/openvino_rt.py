@@ -41,9 +41,6 @@ class OvSession(Session):
             }
             self._compiled = core.compile_model(ov_model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError with multi-line C++ context
-            # imported here: the exporter imports this module (PRECISION_HINTS) at its top
-            from hwopt.exporters.openvino_export import conversion_failure
-
             raise HwoptError(f"OpenVINO cannot load the model: {conversion_failure(str(exc))}") from exc
         self._request = self._compiled.create_infer_request()
         ran = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # e.g. "f32", "bf16"
@@ -91,3 +88,18 @@ class OpenVINORuntime(Runtime):
         if not isinstance(model, onnx.ModelProto) and Path(model).suffix not in self.suffixes:
             raise HwoptError(f"OpenVINO runs .onnx or .xml models, got {Path(model).name}")
         return OvSession(model, threads, precision)
+
+
+def conversion_failure(text: str) -> str:
+    """The line of an OpenVINO frontend error that names what failed.
+
+    Its first lines are only the C++ source location ("Exception from src/inference/...:105:");
+    the summary at the end names the ops ("Conversion is failed for: Conv-16, ReduceMean-16").
+    """
+    lines = [ln.strip(" -") for ln in text.strip().splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.startswith("Conversion is failed for"):
+            why = next((x for x in lines if "rank has to be known" in x or x.startswith("Unsupported")), "")
+            return f"{ln}{' (' + why + ')' if why else ''}"
+    informative = [ln for ln in lines if not ln.startswith(("Exception from", "Check ")) and not ln.endswith(":")]
+    return (informative or lines or ["unknown error"])[0][:300]

@@ -163,7 +163,7 @@ def test_bf16_drift_that_keeps_the_direction_passes():
 def test_openvino_conversion_failure_names_the_ops() -> None:
     """silero-vad's frontend error starts with two lines of C++ source locations; the one-line
     refusal must carry the summary instead."""
-    from hwopt.exporters.openvino_export import conversion_failure
+    from hwopt.runtimes.openvino_rt import conversion_failure
 
     text = ("Exception from src/inference/src/cpp/core.cpp:84:\nCheck 'false' failed at src/frontends/common_translators/"
             "src/unconverted_ops_report.cpp:151:\nFrontEnd API failed with OpConversionFailure:\nModel wasn't fully "

@@ -102,3 +102,16 @@ def test_a_loop_body_counts_once_per_trip() -> None:
     body_ms = sum(lay.latency_ms for lay in once.layers)
     assert body_ms > 0 and sum(lay.latency_ms for lay in thrice.layers) == pytest.approx(3 * body_ms)
     assert all("Loop_0 body x3" in lay.note for lay in thrice.layers)
+
+
+def test_predict_command_prints_the_control_flow_note(tmp_path):
+    from typer.testing import CliRunner
+
+    from hwopt.cli import app
+    from hwopt.graph.load import save_model
+
+    path = tmp_path / "if.onnx"
+    save_model(if_model(), path)
+    res = CliRunner().invoke(app, ["predict", str(path), "--target", TARGET, "--runtime", RUNTIME])
+    assert res.exit_code == 0, res.output
+    assert "note: control flow: If_0 branch then_branch" in " ".join(res.output.split())
