@@ -124,8 +124,6 @@ def bench_cmd(
             results.append(api.bench(model, rt, threads=threads, warmup=warmup, runs=runs, precision=precision,
                                      shapes=shapes, data=data))
         except HwoptError as exc:
-            if len(runtimes) == 1:
-                raise
             failed[rt] = str(exc)
     if not results:  # one reason for all (a bad --shape, say) is said once
         reasons = set(failed.values())

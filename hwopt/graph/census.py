@@ -147,8 +147,9 @@ def census(model: onnx.ModelProto, shapes: Shapes | None = None) -> Census:
     nodes: list[NodeCensus] = []
     for i, node in enumerate(inferred.graph.node):
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-        inner = {t for n in nested_nodes(node) for t in list(n.input) + list(n.output)}
-        if any(n.op_type in MATRIX_OPS for n in nested_nodes(node)):
+        nested = nested_nodes(node)
+        inner = {t for n in nested for t in list(n.input) + list(n.output)}
+        if any(n.op_type in MATRIX_OPS for n in nested):
             macs[i] = None  # control flow: the branch taken / trip count decides, so not counted
         nodes.append(
             NodeCensus(

@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 
 from hwopt.errors import HwoptError
 from hwopt.graph.normalize import constants_to_initializers
-from hwopt.graph.shapes import Shapes, infer_shapes, resolve_input_shapes
+from hwopt.graph.shapes import CONTROL_FLOW_OPS, Shapes, infer_shapes, resolve_input_shapes
 from hwopt.latency.kernels import RNN_OPS, Kernel, numel
 from hwopt.latency.ort_qdq import QdqPlacement
 from hwopt.latency.quick_shapes import propagate
@@ -329,7 +329,7 @@ def _cut(model: onnx.ModelProto, rule: FusionRule, shapes: Shapes | None, placem
             continue
         if id(node) in done:
             continue
-        if node.op_type in _CONTROL_FLOW:
+        if node.op_type in CONTROL_FLOW_OPS:
             constants = constants if constants is not None else _constant_tensors(model)
             kernels.extend(_body_kernels(g, model, node, rule, constants))
             continue
@@ -484,9 +484,6 @@ def _conv_out_shape(node, op, x, w, k, strides) -> tuple[int, ...]:
             dims.append((size + pads[i] + pads[i + len(k)] - dil[i] * (k[i] - 1) - 1) // strides[i] + 1)
     c_out = w[0] if op == "Conv" else w[1] * int(_attr(node, "group", 1))
     return (x[0], c_out, *dims) if all(d > 0 for d in dims) else ()
-
-
-_CONTROL_FLOW = ("If", "Loop", "Scan")
 
 
 @dataclass(frozen=True)

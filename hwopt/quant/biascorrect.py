@@ -28,6 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from hwopt.data import Dataset
+from hwopt.graph.normalize import drop_unused_initializers
 from hwopt.graph.shapes import with_outputs
 from hwopt.quant.calibrate import ChannelMean
 from hwopt.quant.ptq import feasible_batch
@@ -192,14 +193,7 @@ def correct_biases(float_model: onnx.ModelProto, qdq: onnx.ModelProto, calib: Da
         report.levels += 1
     for name, b in bias.items():
         g.initializer.append(numpy_helper.from_array(b, f"{name}_bias_corrected"))
-    _drop_unused(out)
+    drop_unused_initializers(out)  # the replaced original biases
     report.samples = samples
     return out, report
 
-
-def _drop_unused(model: onnx.ModelProto) -> None:
-    """Remove initializers no node reads any more (the replaced original biases)."""
-    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    keep = [t for t in model.graph.initializer if t.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
