@@ -28,8 +28,8 @@ from hwopt.quant.equalize import equalize as equalize_model
 from hwopt.quant.equalize import has_depthwise
 from hwopt.quant.precision import candidate_models, measure_candidates
 from hwopt.quant.ptq import calibrate_plan, emit, float_tails, plan_quantization
-from hwopt.quant.qdq import align_biases, check_bits, refuse_quantized
-from hwopt.quant.schemes import scheme_for
+from hwopt.quant.qdq import align_biases, check_bits, refuse_quantized, route_output_quantizers
+from hwopt.quant.schemes import Scheme, scheme_for
 from hwopt.quant.sensitivity import evaluate, layer_sensitivity, mixed_precision
 
 RECONSTRUCT = ("none", "adaround", "qdrop", "metaaug")
@@ -178,7 +178,7 @@ def quantize(
         report["stages"].append({"stage": "distill", "epochs": epochs})
 
     # last, after every stage that moves scales: onnxruntime then runs exactly this arithmetic
-    qdq = align_biases(qdq)
+    qdq = _finish(qdq, scheme)
     report["accuracy_runtime"] = judge
     f_metrics, reference = evaluate(float_model, eval_ds, judge)
     q_metrics, _ = evaluate(qdq, eval_ds, judge, reference)
@@ -203,7 +203,7 @@ def quantize(
         qdq = mp.model
         if bias_mode == "empirical":
             qdq = correct_biases(plan.model, qdq, calib_ds, runtime=judge)[0]
-        qdq = align_biases(qdq)
+        qdq = _finish(qdq, scheme)
         report["quantized"][judge] = evaluate(qdq, eval_ds, judge, reference)[0]
         report["mixed_precision"] = {"float_layers": mp.float_layers, "met_budget": mp.met_budget, "tried": mp.tried}
         report["float_layers"] = sorted(set(report["float_layers"]) | set(mp.float_layers))
@@ -219,6 +219,13 @@ def quantize(
         report["speedup"] = _speedups(report["latency"])
     qdq, report["weight_storage"] = _weight_storage(qdq, wbits, runtime)
     return QuantResult(qdq, report)
+
+
+def _finish(qdq: onnx.ModelProto, scheme: Scheme) -> onnx.ModelProto:
+    """The last rewrites of a QDQ model, after every stage that moves scales: biases on the
+    int32 grid, and the scheme's graph outputs routed through their quantizers."""
+    qdq = align_biases(qdq)
+    return route_output_quantizers(qdq) if scheme.route_outputs else qdq
 
 
 def bias_correction_mode(value: bool | str) -> str:

@@ -30,6 +30,8 @@ A quantized model is a plain ONNX graph (opset >= 13) in which:
   symmetric, scheme, axis, dq, q, clip}}`` keyed by the original float tensor name; ``dq`` /
   ``q`` / ``clip`` are node names. Scales, zero points and integer weights live only in the
   graph's initializers (one source of truth); the metadata says how to read them.
+  An entry marked ``routed`` (`route_output_quantizers`, onnxruntime's last step) is a graph
+  output that now comes out of its DequantizeLinear; its producer writes ``<X>_float``.
 
 `read_quant_params` turns this into `QuantRecord`s (numpy arrays included) and
 `write_quant_params` writes edited records back (learned rounding, new scales, new bits), so the
@@ -309,6 +311,52 @@ def insert_qdq(model: onnx.ModelProto, records: list[QuantRecord], float_nodes: 
     keep = [t for t in g.initializer if t.name not in unused or t.name in still_used]
     del g.initializer[:]
     g.initializer.extend(keep)
+    _set_meta(out, meta)
+    return out
+
+
+#: ops whose integer kernel onnxruntime selects only when a QuantizeLinear reads their output
+ROUTED_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+
+
+def route_output_quantizers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Copy of `model` whose quantized weighted ops that produce a graph output feed it through their Q/DQ.
+
+    `insert_qdq` keeps a graph output's name on its producer, so a classifier's last Gemm
+    writes `logits` and its output Q/DQ hangs unused: onnxruntime then cannot fuse it (QGemm
+    needs the Q) and runs the Gemm in float between dequantizes. Here the producer writes
+    `<name>_float` and the DequantizeLinear writes `<name>`, as onnxruntime's own quantizer
+    does: the output name stays and the op runs in int8, at the price of an 8-bit output
+    (the accuracy guard measures it). Only ops reading a dequantized input are routed; the
+    metadata entry is marked ``routed`` (its tensor is then the dequantized output).
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    meta = _meta(out)
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for name in n.input:
+            readers.setdefault(name, []).append(n)
+    for o in g.output:
+        e = meta.get(o.name)
+        node = producer.get(o.name)
+        if e is None or e["kind"] != "activation" or e.get("routed") or node is None or node.op_type not in ROUTED_OPS:
+            continue
+        if not node.input or producer.get(node.input[0]) is None or producer[node.input[0]].op_type != "DequantizeLinear":
+            continue
+        dq = next((n for n in g.node if n.name == e["dq"]), None)
+        if dq is None:
+            continue
+        float_name = f"{o.name}_float"
+        node.output[list(node.output).index(o.name)] = float_name
+        for r in readers.get(o.name, []):
+            r.input[:] = [float_name if i == o.name else i for i in r.input]
+        for r in readers.get(dq.output[0], []):
+            r.input[:] = [o.name if i == dq.output[0] else i for i in r.input]
+        dq.output[0] = o.name
+        e["routed"] = True
     _set_meta(out, meta)
     return out
 

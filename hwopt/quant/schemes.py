@@ -2,8 +2,10 @@
 
 * onnxruntime (CPU): QDQ with symmetric per-channel int8 weights and activations with a zero
   point, stored as the device profile's `qdq.activation_dtype` says (S8S8 or U8S8: on x86 with
-  VNNI, onnxruntime fuses uint8 groups far more often and runs them faster). Outputs of weighted ops are quantized too, so its QDQ fusion turns DQ->Conv->Q into
-  an integer kernel (QLinearConv) instead of leaving a float Conv between dequantize nodes. The
+  VNNI, onnxruntime fuses uint8 groups far more often and runs them faster). Outputs of weighted
+  ops are quantized too, so its QDQ fusion turns DQ->Conv->Q into an integer kernel (QLinearConv)
+  instead of leaving a float Conv between dequantize nodes; a classifier's last Gemm that writes
+  a graph output writes it through its Q/DQ (QGemm), or it would stay float. The
   QOperator format (U8S8/S8S8 QLinear* ops written directly) is never emitted: it is slow on x86.
 * OpenVINO (CPU): QDQ on the *inputs* of weighted ops, Add and pooling; OpenVINO folds each
   Q/DQ pair into a FakeQuantize and its low-precision transformations run the consumer in int8.
@@ -68,6 +70,7 @@ class Scheme:
     float_gates: bool = False  # no QDQ for a Mul by a GATE_OPS output nor an Add/Mul with a constant operand
     activation_storage: str = "int8"  # ONNX type of activation Q/DQ (uint8: same grid, zero point + 128)
     device_storage: bool = False  # the device profile's `qdq.activation_dtype` picks the storage
+    route_outputs: bool = False  # a weighted op's graph output leaves through its Q/DQ (`qdq.route_output_quantizers`)
     note: str = ""
 
 
@@ -76,7 +79,7 @@ SCHEMES: dict[str, Scheme] = {
     # into QLinear kernels than int8 ones (ResNet digits: 9 of 9 convs vs 3; int8 ran 0.71x fp32,
     # uint8 1.48x), see docs/quantize.md
     "onnxruntime": Scheme("onnxruntime", activation_symmetric=False, quantize_outputs=True, device_storage=True,
-                          fused_activations=ORT_FUSED_ACTIVATIONS, mirror_through=ORT_PASS_THROUGH,
+                          fused_activations=ORT_FUSED_ACTIVATIONS, mirror_through=ORT_PASS_THROUGH, route_outputs=True,
                           note="QDQ, per-channel int8 weights, activations as the device says; QLinear fusion needs output Q"),
     "openvino": Scheme("openvino", activation_symmetric=False,
                        activation_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool", "MatMul", "Mul"}),

@@ -157,3 +157,41 @@ def test_w4a4_fused_onnxruntime_matches_unfused_qdq_arithmetic(tiny_model, digit
     raw_plain = _ort_logits(raw, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     raw_fused = _ort_logits(raw, x, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     assert not np.allclose(raw_plain, raw_fused, atol=1e-4 * np.abs(raw_plain).max())
+
+
+def _ort_optimized_ops(model) -> dict[str, int]:
+    """Op counts of onnxruntime's fully optimized graph of `model` (what it really runs)."""
+    import collections
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.log_severity_level = 3
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = f"{tmp}/opt.onnx"
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return dict(collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node))
+
+
+def test_onnxruntime_classifier_gemm_writes_its_graph_output_through_qdq(tiny_model, digits):
+    """Left with its graph output's name, the head Gemm's Q/DQ hung unused and onnxruntime ran
+    the Gemm in float; routed, it fuses to QGemm and the output keeps its name and accuracy."""
+    from hwopt.quant.qdq import route_output_quantizers
+
+    q = align_biases(_ptq(tiny_model, digits["calib"])[2])
+    head = tiny_model.graph.output[0].name
+    assert "QGemm" not in _ort_optimized_ops(q)
+    routed = route_output_quantizers(q)
+    assert [o.name for o in routed.graph.output] == [head]
+    assert _ort_optimized_ops(routed).get("QGemm") == 1
+    consumed = {i for n in routed.graph.node for i in n.input} | {head}
+    assert all(o in consumed for n in routed.graph.node for o in n.output), "no dangling nodes"
+    assert read_quant_params(routed)[head].kind == "activation"
+    f, ref = evaluate(tiny_model, digits["eval"])
+    m, _ = evaluate(routed, digits["eval"], reference=ref)
+    assert abs(f["accuracy"] - m["accuracy"]) < 2.0
+    # routing is for quantized weighted ops only, and idempotent
+    assert route_output_quantizers(routed).SerializeToString() == routed.SerializeToString()
