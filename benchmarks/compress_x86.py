@@ -17,10 +17,12 @@ against the baseline.
 
 Accuracy is honest: the held-out images are split (stratified, seeded) into a *guard* set that
 hwopt's accuracy guard sees (`--eval`) and a *test* set that nobody sees while choosing; every
-row's accuracy is top-1 on the test set. Besides the strict goal flag (speedup >= the best
-peer's at <= its drop), each model gets a paired McNemar exact test of hwopt's per-image
-correctness against the best peer's, so the JSON says whether an accuracy difference is beyond
-sampling noise (p < 0.05) or a coin flip over a handful of images.
+row's accuracy is top-1 on the test set. The goal (speedup >= the best peer's at <= its drop,
+within the 1-point budget) is read two ways. `hwopt_beats_best_peer` is strict, on the point
+estimates, so a 0.3 % timing wobble or one test image decides it. `hwopt_not_beaten_beyond_noise`
+asks whether the peer is better beyond this machine's noise: faster by the rule compress's own
+guard uses on the interleaved rounds (wins >= 80 % of them by more than max(5 %, their spread)),
+or more accurate by a paired McNemar exact test of per-image correctness (p < 0.05).
 
 With `--zoo` it also compares on two zoo models big enough that int8 vs fp32 is not lost in
 per-call noise (the examples run in ~0.2 ms): `hwopt.models.zoo` resnet18 (width 0.5) and
@@ -50,6 +52,7 @@ from hwopt.exporters.sessions import open_artifact
 from hwopt.graph.load import atomic_write_text, load_model
 from hwopt.graph.normalize import normalize_model
 from hwopt.pipeline import compress
+from hwopt.pipeline.guard import clearly_faster
 from hwopt.runtimes import Session, get_runtime, time_session
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +65,8 @@ ZOO_CALIB, ZOO_HELD_OUT, ZOO_EPOCHS, ZOO_SEED = 128, 300, 2, 0
 #: share of the held-out images hwopt's guard sees; the rest is the test set accuracy is reported on
 GUARD_SHARE = 1 / 2
 PEERS = ("ort-qdq", "ort-qdq-u8", "nncf-ov")
+#: interleaved timing rounds per model (each a median of 100 calls of every variant)
+ROUNDS = 15
 
 
 def example_files(tmp: Path, ex: Path) -> Path:
@@ -179,12 +184,25 @@ def correct(session: Session, ev: Dataset) -> np.ndarray:
     return run_outputs(session, ev)[0].argmax(1) == ev.labels
 
 
-def interleaved_ms(sessions: dict[str, Session], feeds: dict, rounds: int, runs: int) -> dict[str, float]:
+def interleaved_rounds(sessions: dict[str, Session], feeds: dict, rounds: int, runs: int) -> dict[str, list[float]]:
+    """Each session's median latency per round, all sessions timed in every round (a load change
+    then lands on every variant alike, and the rounds show who wins how often)."""
     per: dict[str, list[float]] = {k: [] for k in sessions}
     for _ in range(rounds):
         for name, s in sessions.items():
             per[name].append(float(np.median(time_session(s, feeds, warmup=3, runs=runs, clock="auto"))))
-    return {k: float(np.median(v)) for k, v in per.items()}
+    return per
+
+
+def speed_vs_peer(hwopt_rounds: list[float], peer_rounds: list[float]) -> dict:
+    """hwopt's latency against the peer's, round by round, judged by the rule compress's own guard
+    uses (`hwopt.pipeline.guard.clearly_faster`: one side wins >= 80 % of the rounds by more than
+    max(5 %, the rounds' spread)); anything less is a tie within this machine's timing noise."""
+    h = {"latency_ms": float(np.median(hwopt_rounds)), "latency_rounds_ms": hwopt_rounds}
+    q = {"latency_ms": float(np.median(peer_rounds)), "latency_rounds_ms": peer_rounds}
+    return {"peer_over_hwopt_latency": round(q["latency_ms"] / h["latency_ms"], 4),
+            "hwopt_won_rounds": int(sum(a < b for a, b in zip(hwopt_rounds, peer_rounds))), "rounds": len(hwopt_rounds),
+            "hwopt_clearly_faster": clearly_faster(h, q), "peer_clearly_faster": clearly_faster(q, h)}
 
 
 def bench(name: str, folder: Path, tmp: Path, quick: bool) -> dict:
@@ -212,7 +230,8 @@ def bench(name: str, folder: Path, tmp: Path, quick: bool) -> dict:
     right = {k: correct(s, ev) for k, s in sessions.items()}
     acc = {k: float(v.mean() * 100) for k, v in right.items()}
     feeds = next(ev.batches(1))
-    ms = interleaved_ms(sessions, feeds, rounds=3 if quick else 7, runs=30 if quick else 100)
+    per_round = interleaved_rounds(sessions, feeds, rounds=3 if quick else ROUNDS, runs=30 if quick else 100)
+    ms = {k: float(np.median(v)) for k, v in per_round.items()}
     base_name = min(("onnxruntime-fp32", "openvino-fp32"), key=lambda k: ms[k])
     rows = {}
     for k in sessions:
@@ -225,10 +244,21 @@ def bench(name: str, folder: Path, tmp: Path, quick: bool) -> dict:
     return {"model": name, "baseline": base_name, "hwopt_choice": f"{chosen['runtime']}-{chosen['precision']}",
             "hwopt_candidate": guard.get("chosen"), "hwopt_budget_met": res.budget_met, "hwopt_rule": guard["rule"],
             "hwopt_reason": guard["reason"], "compress_seconds": round(compress_s, 1), "test_images": len(ev), "rows": rows,
-            "best_peer": best_peer,
-            "hwopt_beats_best_peer": rows["hwopt"]["speedup"] >= rows[best_peer]["speedup"]
+            "best_peer": best_peer, **verdicts(rows, best_peer, per_round, right)}
+
+
+def verdicts(rows: dict, best_peer: str, per_round: dict[str, list[float]], right: dict[str, np.ndarray]) -> dict:
+    """The goal read two ways: strictly on the point estimates (speedup >= the best peer's at a drop
+    <= its drop and within the 1-point budget), and beyond noise (the peer is not clearly faster by
+    the guard's round rule, and not more accurate by the paired McNemar test, within the budget)."""
+    speed = speed_vs_peer(per_round["hwopt"], per_round[best_peer])
+    acc = mcnemar_exact(right["hwopt"], right[best_peer])
+    within_budget = rows["hwopt"]["accuracy_drop"] <= 1.0
+    peer_more_accurate = acc["beyond_noise"] and acc["peer_only_right"] > acc["hwopt_only_right"]
+    return {"hwopt_beats_best_peer": rows["hwopt"]["speedup"] >= rows[best_peer]["speedup"]
             and rows["hwopt"]["accuracy_drop"] <= max(rows[best_peer]["accuracy_drop"], 1.0),
-            "hwopt_vs_best_peer_accuracy": mcnemar_exact(right["hwopt"], right[best_peer])}
+            "hwopt_not_beaten_beyond_noise": within_budget and not speed["peer_clearly_faster"] and not peer_more_accurate,
+            "hwopt_vs_best_peer_speed": speed, "hwopt_vs_best_peer_accuracy": acc}
 
 
 def main() -> None:
@@ -254,10 +284,14 @@ def main() -> None:
             print(f"{'variant':18} {'latency ms':>11} {'speedup':>8} {'top-1 %':>8} {'drop':>7}")
             for k, v in r["rows"].items():
                 print(f"{k:18} {v['latency_ms']:11.4f} {v['speedup']:7.2f}x {v['accuracy']:8.2f} {v['accuracy_drop']:7.2f}")
-            m = r["hwopt_vs_best_peer_accuracy"]
-            print(f"best peer: {r['best_peer']}; hwopt >= best peer at <= its drop: {r['hwopt_beats_best_peer']}; "
-                  f"McNemar on {r['test_images']} test images: hwopt-only right {m['hwopt_only_right']}, peer-only right "
-                  f"{m['peer_only_right']}, p = {m['p_value']} ({'beyond' if m['beyond_noise'] else 'within'} noise)")
+            m, sp = r["hwopt_vs_best_peer_accuracy"], r["hwopt_vs_best_peer_speed"]
+            print(f"best peer: {r['best_peer']}; strictly >= it at <= its drop: {r['hwopt_beats_best_peer']}; "
+                  f"not beaten beyond noise: {r['hwopt_not_beaten_beyond_noise']}")
+            print(f"  speed: peer/hwopt latency {sp['peer_over_hwopt_latency']:.3f}, hwopt won {sp['hwopt_won_rounds']} of "
+                  f"{sp['rounds']} rounds, peer clearly faster: {sp['peer_clearly_faster']}, hwopt clearly faster: "
+                  f"{sp['hwopt_clearly_faster']}")
+            print(f"  accuracy: McNemar on {r['test_images']} test images: hwopt-only right {m['hwopt_only_right']}, "
+                  f"peer-only right {m['peer_only_right']}, p = {m['p_value']} ({'beyond' if m['beyond_noise'] else 'within'} noise)")
     from hwopt.runtimes.base import host_device
 
     command = "python benchmarks/compress_x86.py" + (" --quick" if args.quick else "") + (" --zoo" if args.zoo else "") + \

@@ -22,7 +22,7 @@ from typing import Any
 from hwopt.api import bench, inspect, list_devices, load_device
 from hwopt.errors import HwoptError, NotAvailableError
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 # public name -> (module, attribute), imported lazily
 _LAZY = {
