@@ -236,8 +236,8 @@ def _try(cand: Candidate, source: Artifact, cache: StageCache, ctx: StageContext
         rec["trace"] = pipe.trace
         return rec, None
     m = art.meta
-    rec.update({k: m.get(k) for k in ("accuracy", "metric", "sqnr_db", "latency_ms", "latency_source", "latency_clock",
-                                      "accuracy_runtime")})
+    rec.update({k: m.get(k) for k in ("accuracy", "metric", "sqnr_db", "eval_samples", "latency_ms", "latency_source",
+                                      "latency_clock", "accuracy_runtime")})
     rec["trace"] = pipe.trace
     v = m.get("verification") or {}
     rec["verification"] = {k: v.get(k) for k in ("ran", "passed", "max_abs_diff", "cosine", "reason")}

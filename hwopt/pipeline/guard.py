@@ -3,10 +3,12 @@
 A candidate is eligible when its accuracy drop against the baseline stays within the budget
 (and, with a latency budget, when it is also fast enough). Latencies are noisy, so "fastest"
 means faster beyond the noise: a candidate beats another only when it wins most of the
-interleaved timing rounds by a margin larger than the rounds' own spread. Among the eligible
-candidates that the fastest one does not beat that way, the one with the smallest accuracy drop
-wins, then the simpler deployment (fp32 before fp16/bf16 before int8, the float baseline itself,
-the target's preferred runtime), then the lower latency. The verdict names the rule that decided.
+interleaved timing rounds by a margin larger than the rounds' own spread. Accuracy is noisy too:
+two drops that differ by fewer than MIN_SIGNIFICANT_SAMPLES eval samples are a tie (no paired
+test could call such a difference significant). Among the eligible candidates that the fastest
+one does not beat on speed, the smallest accuracy drop beyond that noise wins, then the simpler
+deployment (fp32 before fp16/bf16 before int8, the float baseline itself), then the lower
+latency. The verdict names the rule that decided.
 A candidate measured slower than the float baseline is never picked over it. When none is eligible
 the original model, exported in the best float configuration, is returned together with the
 reason; a budget is never broken silently.
@@ -25,6 +27,11 @@ _EPS = 1e-9
 WIN_SHARE = 0.8
 #: ...and is faster by this fraction, or by the rounds' own spread when that is larger
 MIN_MARGIN = 0.05
+#: accuracy drops that differ by fewer eval samples than this are a tie: even with every discordant
+#: sample on one side, a paired McNemar exact test gives p = 2 * 0.5**k >= 0.0625 for k < 6
+MIN_SIGNIFICANT_SAMPLES = 6
+#: metrics that count samples (right or wrong each), so a drop difference converts to samples
+PER_SAMPLE_METRICS = frozenset({"top1", "top1_agreement"})
 #: deployment simplicity: a float file needs no calibration and runs the same everywhere
 PRECISION_RANK = {"fp32": 0, "fp16": 1, "bf16": 1, "int8": 2}
 
@@ -38,7 +45,7 @@ class Verdict:
     reason: str
     #: set when candidates failed: a pick among the few that ran is not the comparison the user asked for
     warning: str = ""
-    #: which rule decided: fastest, smaller-drop, simpler-precision, baseline, preferred-runtime, ...
+    #: which rule decided: fastest, smaller-drop, simpler-precision or baseline ("" when no latency was known)
     rule: str = ""
     #: the eligible candidates within timing noise of the fastest one (the pick was made among them)
     within_noise: list[str] = field(default_factory=list)
@@ -79,10 +86,10 @@ def choose(candidates: list[dict], baseline: dict, max_accuracy_drop: float, lat
     base_ms = baseline.get("latency_ms")
     within = [c for c in timed if not clearly_faster(fastest, c) and (latency_ms is None or c["latency_ms"] <= latency_ms)
               and (base_ms is None or c["name"] == baseline["name"] or c["latency_ms"] <= base_ms)] or [fastest]
-    rank = prefer or (lambda c: ())
-    pick = min(within, key=lambda c: (c["accuracy_drop"], PRECISION_RANK.get(c["precision"], 3), c["name"] != baseline["name"],
-                                      tuple(not x for x in rank(c)), c["latency_ms"]))
-    rule, why = _rule(pick, fastest, baseline, within, rank)
+    most_accurate = min(within, key=lambda c: c["accuracy_drop"])
+    pick = min(within, key=lambda c: ((0, 0.0) if drop_within_noise(c, most_accurate) else (1, c["accuracy_drop"]))
+               + (PRECISION_RANK.get(c["precision"], 3), c["name"] != baseline["name"], c["latency_ms"]))
+    rule, why = _rule(pick, fastest, baseline, within)
     budgets = f"the {max_accuracy_drop:g}-point accuracy budget" + (f" and the {latency_ms:g} ms latency budget"
                                                                      if latency_ms is not None else "")
     head = "fastest candidate within " + budgets if rule == "fastest" else f"within {budgets}, {why}"
@@ -114,24 +121,45 @@ def relative_spread(rounds: list[float]) -> float:
     return float(np.median(np.abs(x - med))) / med if med > 0 else 0.0
 
 
-def _rule(pick: dict, fastest: dict, baseline: dict, within: list[dict], rank: Callable[[dict], tuple]) -> tuple[str, str]:
+def drop_within_noise(a: dict, b: dict) -> bool:
+    """Whether `a` and `b`'s accuracy drops differ by fewer than MIN_SIGNIFICANT_SAMPLES eval samples.
+
+    Only per-sample metrics (top-1, agreement) with a known sample count convert; for others
+    (the cosine of several outputs) any difference counts, as before.
+    """
+    n = a.get("eval_samples") or b.get("eval_samples")
+    diff = abs(a["accuracy_drop"] - b["accuracy_drop"])
+    if not n or a.get("metric") not in PER_SAMPLE_METRICS or b.get("metric") not in PER_SAMPLE_METRICS:
+        return diff <= _EPS
+    return diff * n / 100 < MIN_SIGNIFICANT_SAMPLES - 1e-6
+
+
+def _rule(pick: dict, fastest: dict, baseline: dict, within: list[dict]) -> tuple[str, str]:
     """Which tie-break made `pick` win over `fastest`, in words."""
-    others = [c["name"] for c in within if c["name"] != pick["name"]]
+    others = [c for c in within if c["name"] != pick["name"]]
     if pick is fastest:
-        return "fastest", (f"{', '.join(others)} within timing noise; none with a smaller drop or a simpler deployment"
-                           if others else "")
+        noisy = [c for c in others if c["accuracy_drop"] < pick["accuracy_drop"] - _EPS]
+        why = f"{', '.join(c['name'] for c in others)} within timing noise; none with a smaller drop or a simpler deployment" \
+            if others else ""
+        if noisy:
+            why += "; " + ", ".join(f"{c['name']}'s smaller drop ({c['accuracy_drop']:.2f} vs {pick['accuracy_drop']:.2f} points) "
+                                    f"is {_samples(c, pick)} of {c['eval_samples']} samples, within noise" for c in noisy)
+        return "fastest", why
     vs = f"{pick['name']} ({pick['latency_ms']:.3f} ms) is within timing noise of the fastest, {fastest['name']} " \
          f"({fastest['latency_ms']:.3f} ms), and "
-    if pick["accuracy_drop"] < fastest["accuracy_drop"]:
+    if pick["accuracy_drop"] < fastest["accuracy_drop"] and not drop_within_noise(pick, fastest):
         drops = f"{pick['accuracy_drop']:.2f} vs {fastest['accuracy_drop']:.2f} points"
         return "smaller-drop", vs + f"has the smaller accuracy drop ({drops})"
     if PRECISION_RANK.get(pick["precision"], 3) < PRECISION_RANK.get(fastest["precision"], 3):
         return "simpler-precision", vs + f"is the simpler deployment ({pick['precision']} rather than {fastest['precision']})"
     if pick["name"] == baseline["name"]:
         return "baseline", vs + "is the float baseline itself"
-    if rank(pick) > rank(fastest):
-        return "preferred-runtime", vs + f"runs on the target's preferred runtime ({pick['runtime']})"
     return "fastest", vs + "ties with it otherwise"
+
+
+def _samples(a: dict, b: dict) -> int:
+    """How many eval samples the drops of `a` and `b` differ by."""
+    return round(abs(a["accuracy_drop"] - b["accuracy_drop"]) * a["eval_samples"] / 100)
 
 
 def meets_budgets(rec: dict, max_accuracy_drop: float, latency_ms: float) -> bool:
