@@ -190,11 +190,15 @@ def correct(session: Session, ev: Dataset) -> np.ndarray:
 
 def interleaved_rounds(sessions: dict[str, Session], feeds: dict, rounds: int, runs: int) -> dict[str, list[float]]:
     """Each session's median latency per round, all sessions timed in every round (a load change
-    then lands on every variant alike, and the rounds show who wins how often)."""
+    then lands on every variant alike, and the rounds show who wins how often). The order is
+    shuffled every round (seeded): a variant timed right after a big float model starts with cold
+    caches, and a fixed order would give that handicap to the same variant every time."""
     per: dict[str, list[float]] = {k: [] for k in sessions}
+    rng = np.random.default_rng(0)
+    names = list(sessions)
     for _ in range(rounds):
-        for name, s in sessions.items():
-            per[name].append(float(np.median(time_session(s, feeds, warmup=3, runs=runs, clock="auto"))))
+        for name in rng.permutation(names):
+            per[name].append(float(np.median(time_session(sessions[name], feeds, warmup=3, runs=runs, clock="auto"))))
     return per
 
 
