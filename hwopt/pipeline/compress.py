@@ -305,10 +305,11 @@ def _time_rounds(names: list[str], arts: dict[str, Artifact], ctx: StageContext)
     runs = int(np.clip(CONFIRM_BUDGET_S / (CONFIRM_ROUNDS * max(round_s, 1e-6)), CONFIRM_MIN_RUNS, CONFIRM_RUNS))
     per: dict[str, list[float]] = {n: [] for n in names}
     deadline = start + CONFIRM_BUDGET_S
+    rng = np.random.default_rng(0)  # a new order each round: whoever follows a big float model starts with cold caches
     for done in range(CONFIRM_MAX_ROUNDS):
         t0 = time.perf_counter()
-        for n, sess in sessions.items():
-            per[n].append(round(float(np.median(time_session(sess, feeds, warmup=0, runs=runs, clock="auto"))), 5))
+        for n in rng.permutation(names):
+            per[n].append(round(float(np.median(time_session(sessions[n], feeds, warmup=0, runs=runs, clock="auto"))), 5))
         now = time.perf_counter()
         if done + 1 >= CONFIRM_MIN_ROUNDS and now + (now - t0) > deadline:
             break
