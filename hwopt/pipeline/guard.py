@@ -139,8 +139,8 @@ def _rule(pick: dict, fastest: dict, baseline: dict, within: list[dict]) -> tupl
     others = [c for c in within if c["name"] != pick["name"]]
     if pick is fastest:
         noisy = [c for c in others if c["accuracy_drop"] < pick["accuracy_drop"] - _EPS]
-        why = f"{', '.join(c['name'] for c in others)} within timing noise; none with a smaller drop or a simpler deployment" \
-            if others else ""
+        why = (f"{', '.join(c['name'] for c in others)} within timing noise; none with a smaller drop beyond noise or a "
+               "simpler deployment") if others else ""
         if noisy:
             why += "; " + ", ".join(f"{c['name']}'s smaller drop ({c['accuracy_drop']:.2f} vs {pick['accuracy_drop']:.2f} points) "
                                     f"is {_samples(c, pick)} of {c['eval_samples']} samples, within noise" for c in noisy)
