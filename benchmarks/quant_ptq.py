@@ -11,6 +11,11 @@ executed precision mix (`hwopt.quant.executed`): on OpenVINO the int8 share of M
 quantize layers and layer count; on onnxruntime the integer kernels vs float conv/matmul and
 DequantizeLinear nodes it ran. W4A4 plain PTQ
 (hwopt, fake-quant) is included as the baseline the reconstruction methods improve on.
+
+Issue #7's W8A8 goal (accuracy drop no worse than the best peer, speedup no lower) is judged per
+runtime in `w8a8_goal`: strictly on the point estimates, and beyond noise with the paired tests of
+benchmarks/paired.py (a sign test on who won each interleaved timing round, McNemar on
+per-image correctness).
 Writes benchmarks/results/quant_ptq.json.
 """
 
@@ -26,7 +31,7 @@ import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # this checkout's hwopt, and the paired tests
 
 from hwopt.data import Dataset, load_dataset  # noqa: E402
 from hwopt.devices import load_device  # noqa: E402
@@ -36,8 +41,9 @@ from hwopt.graph.shapes import fix_input_shapes  # noqa: E402
 from hwopt.quant.executed import onnxruntime_node_mix, openvino_precision_mix  # noqa: E402
 from hwopt.quant.precision import Candidate, measure_candidates  # noqa: E402
 from hwopt.quant.ptq import calibrate_plan, emit, float_tails, plan_quantization  # noqa: E402
-from hwopt.quant.qdq import align_biases  # noqa: E402
+from hwopt.quant.api import finish_qdq  # noqa: E402
 from hwopt.quant.schemes import scheme_for  # noqa: E402
+from paired import mcnemar_exact, speed_vs_peer  # noqa: E402
 from hwopt.quant.sensitivity import evaluate  # noqa: E402
 
 
@@ -101,12 +107,15 @@ def nncf_quant(model: onnx.ModelProto, calib: Dataset) -> onnx.ModelProto:
 #: the device profile of this machine: `hwopt quantize`'s default target; its `qdq.activation_dtype`
 #: (uint8 on x86) sets the onnxruntime activation storage, so the benchmark must use it too
 DEVICE = "x86-avx512"
+#: the peer recipes a user would otherwise pick
+PEERS = ("ort_quantize_static", "ort_quantize_static_u8", "nncf")
 
 
 def hwopt_ptq(model: onnx.ModelProto, calib: Dataset, runtime: str, wbits: int = 8, abits: int = 8, method: str = "minmax"):
-    plan = plan_quantization(model, scheme_for(runtime, load_device(DEVICE)))
+    scheme = scheme_for(runtime, load_device(DEVICE))
+    plan = plan_quantization(model, scheme)
     stats = calibrate_plan(plan, calib, method)
-    return align_biases(emit(plan, stats, wbits=wbits, abits=abits, float_nodes=float_tails(plan, stats)))  # as quantize() does
+    return finish_qdq(emit(plan, stats, wbits=wbits, abits=abits, float_nodes=float_tails(plan, stats)), scheme)  # as quantize() does
 
 
 def _mix(model: onnx.ModelProto, runtime: str, shape: dict) -> dict:
@@ -134,13 +143,14 @@ def bench_model(name: str, model: onnx.ModelProto, calib: Dataset, ev: Dataset, 
         except Exception as exc:  # a peer failing is a result to report, not a crash
             print(f"  {label} failed: {exc}")
         timings[label] = time.perf_counter() - t0
-    rows = []
+    rows, correct = [], {}
     _, ref = evaluate(model, ev)
     shape = {key: (1, *ev.inputs[key].shape[1:])}
     cands = []
     for label, m in variants.items():
         for rt in ("onnxruntime", "openvino"):
-            metrics, _ = evaluate(m, ev, rt, ref)
+            metrics, outs = evaluate(m, ev, rt, ref)
+            correct[(label, rt)] = outs[0].argmax(1) == ev.labels
             row = {"method": label, "runtime": rt, "accuracy": metrics["accuracy"], "sqnr_db": metrics.get("sqnr_db"),
                    "mix": _mix(m, rt, shape) if "W4" not in label else None}
             rows.append(row)
@@ -148,6 +158,7 @@ def bench_model(name: str, model: onnx.ModelProto, calib: Dataset, ev: Dataset, 
                 cands.append((Candidate(rt, label), fix_input_shapes(m, shape), "fp32"))
     measured = measure_candidates(cands, {key: ev.inputs[key][:1]}, rounds=rounds, runs=20, warmup=10)
     lat = {(c.runtime, c.precision): c.p50_ms for c in measured}
+    per_round = {(c.runtime, c.precision): c.rounds_ms for c in measured}
     lat_min = {(c.runtime, c.precision): c.min_ms for c in measured}
     f_acc = {r["runtime"]: r["accuracy"] for r in rows if r["method"] == "fp32"}
     for r in rows:
@@ -162,7 +173,39 @@ def bench_model(name: str, model: onnx.ModelProto, calib: Dataset, ev: Dataset, 
         sp = f"{r['speedup_vs_fp32']:.2f}x" if r["speedup_vs_fp32"] else "-"
         print(f"  {r['method']:22s} {r['runtime']:12s} {r['accuracy']:7.2f} {r['accuracy_drop']:6.2f} {p50:>8s} {sp:>8s}  "
               f"{(r['mix'] or {}).get('summary', '')}")
-    return {"model": name, "eval_samples": len(ev), "calib_samples": len(calib), "rows": rows}
+    goals = w8a8_goals(rows, per_round, correct)
+    for g in goals:
+        sp, acc = g["speed"], g["accuracy"]
+        print(f"  {g['runtime']}: hwopt {g['hwopt_speedup']:.2f}x / drop {g['hwopt_drop']:.2f} vs best peer {g['best_peer']} "
+              f"{g['peer_speedup']:.2f}x / {g['peer_drop']:.2f}; strict: {g['strict']}; not beaten beyond noise: "
+              f"{g['not_beaten_beyond_noise']} (hwopt won {sp['hwopt_won_rounds']} of {sp['rounds']} rounds, sign p = "
+              f"{sp['sign_test_p']}; McNemar {acc['hwopt_only_right']} / {acc['peer_only_right']}, p = {acc['p_value']})")
+    return {"model": name, "eval_samples": len(ev), "calib_samples": len(calib), "rows": rows, "w8a8_goal": goals}
+
+
+def w8a8_goals(rows: list[dict], per_round: dict, correct: dict) -> list[dict]:
+    """Issue #7's W8A8 goal per runtime: hwopt's scheme for that runtime against the peer with the
+    best speedup there (among peers within 1 point): strictly (speedup >= and drop <=, point
+    estimates) and beyond noise (the peer not faster by a sign test on the interleaved rounds, not
+    more accurate by a paired McNemar test)."""
+    ours = {"onnxruntime": "hwopt[ort-scheme]", "openvino": "hwopt[ov-scheme]"}
+    by = {(r["method"], r["runtime"]): r for r in rows}
+    goals = []
+    for rt, mine in ours.items():
+        peers = [by[(p, rt)] for p in PEERS if (p, rt) in by and by[(p, rt)]["speedup_vs_fp32"]]
+        h = by.get((mine, rt))
+        if not peers or h is None or not h["speedup_vs_fp32"]:
+            continue
+        best = max([p for p in peers if p["accuracy_drop"] <= 1.0] or peers, key=lambda r: r["speedup_vs_fp32"])
+        speed = speed_vs_peer(per_round[(rt, mine)], per_round[(rt, best["method"])])
+        acc = mcnemar_exact(correct[(mine, rt)], correct[(best["method"], rt)])
+        worse_acc = acc["beyond_noise"] and acc["peer_only_right"] > acc["hwopt_only_right"]
+        goals.append({"runtime": rt, "best_peer": best["method"], "hwopt_speedup": h["speedup_vs_fp32"],
+                      "peer_speedup": best["speedup_vs_fp32"], "hwopt_drop": h["accuracy_drop"], "peer_drop": best["accuracy_drop"],
+                      "strict": h["speedup_vs_fp32"] >= best["speedup_vs_fp32"] and h["accuracy_drop"] <= best["accuracy_drop"],
+                      "not_beaten_beyond_noise": h["accuracy_drop"] <= 1.0 and not speed["peer_faster_beyond_noise"] and not worse_acc,
+                      "speed": speed, "accuracy": acc})
+    return goals
 
 
 def main() -> None:

@@ -178,7 +178,7 @@ def quantize(
         report["stages"].append({"stage": "distill", "epochs": epochs})
 
     # last, after every stage that moves scales: onnxruntime then runs exactly this arithmetic
-    qdq = _finish(qdq, scheme)
+    qdq = finish_qdq(qdq, scheme)
     report["accuracy_runtime"] = judge
     f_metrics, reference = evaluate(float_model, eval_ds, judge)
     q_metrics, _ = evaluate(qdq, eval_ds, judge, reference)
@@ -203,7 +203,7 @@ def quantize(
         qdq = mp.model
         if bias_mode == "empirical":
             qdq = correct_biases(plan.model, qdq, calib_ds, runtime=judge)[0]
-        qdq = _finish(qdq, scheme)
+        qdq = finish_qdq(qdq, scheme)
         report["quantized"][judge] = evaluate(qdq, eval_ds, judge, reference)[0]
         report["mixed_precision"] = {"float_layers": mp.float_layers, "met_budget": mp.met_budget, "tried": mp.tried}
         report["float_layers"] = sorted(set(report["float_layers"]) | set(mp.float_layers))
@@ -221,7 +221,7 @@ def quantize(
     return QuantResult(qdq, report)
 
 
-def _finish(qdq: onnx.ModelProto, scheme: Scheme) -> onnx.ModelProto:
+def finish_qdq(qdq: onnx.ModelProto, scheme: Scheme) -> onnx.ModelProto:
     """The last rewrites of a QDQ model, after every stage that moves scales: biases on the
     int32 grid, and the scheme's graph outputs routed through their quantizers."""
     qdq = align_biases(qdq)

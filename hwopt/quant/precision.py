@@ -13,7 +13,7 @@ so that load from other processes hits all candidates alike; the ratios are what
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
@@ -48,6 +48,7 @@ class Candidate:
     p50_ms: float = float("nan")
     min_ms: float = float("nan")
     error: str = ""
+    rounds_ms: list[float] = field(default_factory=list)  # median of each interleaved round (who won which round)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,7 +75,12 @@ def candidate_models(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto | 
 
 def measure_candidates(cands: list[tuple[Candidate, onnx.ModelProto, str]], feeds: dict[str, np.ndarray], *,
                        rounds: int = 5, runs: int = 10, warmup: int = 3) -> list[Candidate]:
-    """p50 latency of each candidate, runs interleaved across candidates over `rounds`."""
+    """p50 latency of each candidate, runs interleaved across candidates over `rounds`.
+
+    Every round times all candidates in a new (seeded) order, so none always follows the same
+    neighbour (a big float model leaves cold caches behind); 1-thread host sessions are timed on
+    the process CPU clock (`timing_clock`), which other people's jobs on a shared machine disturb
+    far less than wall time."""
     sessions = []
     for cand, model, hint in cands:
         rt = get_runtime(cand.runtime)
@@ -88,10 +94,13 @@ def measure_candidates(cands: list[tuple[Candidate, onnx.ModelProto, str]], feed
         except HwoptError as exc:
             cand.error = str(exc)
     times: dict[int, list[np.ndarray]] = {id(c): [] for c, _ in sessions}
+    rng = np.random.default_rng(0)
     for _ in range(rounds):
-        for cand, s in sessions:
-            times[id(cand)].append(time_session(s, feeds, warmup=0, runs=runs))
+        for i in rng.permutation(len(sessions)):
+            cand, s = sessions[i]
+            times[id(cand)].append(time_session(s, feeds, warmup=0, runs=runs, clock="auto"))
     for cand, _ in sessions:
         t = np.concatenate(times[id(cand)])
         cand.p50_ms, cand.min_ms = float(np.median(t)), float(t.min())
+        cand.rounds_ms = [round(float(np.median(r)), 5) for r in times[id(cand)]]
     return [c for c, _, _ in cands]
