@@ -8,10 +8,12 @@ For every (model, bits, calibration size, seed) the calibration set is a seed-de
 subset of the calibration images; the same PTQ model (MSE calibration on that subset,
 onnxruntime scheme) is reconstructed by each method with the same seed and iterations per
 block, and the final QDQ ONNX file is run on onnxruntime over the held-out evaluation set.
-So the four methods of one seed see exactly the same data: the comparison is paired. For each
-neighbouring pair in the expected order (adaround-ptq, qdrop-adaround, metaaug-qdrop) the table
-gives the per-seed accuracy differences, their mean and their minimum, and calls the order
-"shown" only when the difference is positive for every seed, else "noise".
+So the four methods of one seed see exactly the same data: the comparison is paired. Each run
+also records `logit_mse`, the squared error of its logits against the float model's on the
+held-out images: what reconstruction optimizes, and less coarse than top-1 (one image of 497 is
+0.2 points). For each neighbouring pair in the expected order (adaround-ptq, qdrop-adaround, metaaug-qdrop) the table
+gives the per-seed differences (top-1, and logit error), their mean and their minimum, and calls
+the order "shown" only when the difference favours the better method on every seed, else "noise".
 
 Default model: a MobileNetV2 from hwopt.models.zoo trained for a few epochs on digits
 (benchmarks/quant_ptq.py's helper). Each task runs in a fresh worker process (1 thread), so no
@@ -88,22 +90,28 @@ def run_task(task: dict) -> dict:
     plan = plan_quantization(float_model, scheme_for("onnxruntime"))
     model = emit(plan, calibrate_plan(plan, calib, "mse"), wbits=task["wbits"], abits=task["abits"])
     t0 = time.perf_counter()
-    used, error, acc, reverted, blocks = "ptq", None, None, None, None
+    used, error, acc, mse, reverted, blocks = "ptq", None, None, None, None, None
+    float_out = run_outputs(get_runtime("onnxruntime").session(float_model), ev, batch_size=50)[0]
     try:
         if task["method"] != "ptq":
             model = reconstruct(float_model, model, calib, task["method"], iters=task["iters"], seed=task["seed"], quiet=True)
             summary = reconstruct_summary(model)
             used, reverted = summary["method"], len(summary["reverted_blocks"])
             blocks = sum(1 for b in summary["blocks"] if b["iters"])
-        acc = accuracy_metrics(run_outputs(get_runtime("onnxruntime").session(model), ev, batch_size=50), ev.labels, None)["accuracy"]
+        out = run_outputs(get_runtime("onnxruntime").session(model), ev, batch_size=50)[0]
+        acc = accuracy_metrics([out], ev.labels, None)["accuracy"]
+        mse = float(np.mean((out - float_out) ** 2))
     except HwoptError as e:  # a failed run is a result too: recorded, not hidden, and the others go on
         error = str(e)
     secs = time.perf_counter() - t0
-    float_acc = accuracy_metrics(run_outputs(get_runtime("onnxruntime").session(float_model), ev, batch_size=50),
-                                 ev.labels, None)["accuracy"]
+    float_acc = accuracy_metrics([float_out], ev.labels, None)["accuracy"]
     return {**{k: task[k] for k in ("model", "bits", "method", "seed", "iters")}, "method_used": used,
-            "seconds": round(secs, 1), "onnxruntime": acc, "error": error, "float": float_acc, "eval_samples": len(ev),
-            "calib_samples": len(calib), "blocks_fit": blocks, "blocks_kept_nearest": reverted}
+            "seconds": round(secs, 1), "onnxruntime": acc, "logit_mse": mse, "error": error, "float": float_acc,
+            "eval_samples": len(ev), "calib_samples": len(calib), "blocks_fit": blocks, "blocks_kept_nearest": reverted}
+
+
+def _run_key(r: dict) -> tuple:
+    return r["model"], r["bits"], r["method"], r["seed"], r["calib_samples"]
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -115,17 +123,20 @@ def summarize(runs: list[dict]) -> list[dict]:
         row = rows.setdefault(key, {"model": r["model"], "bits": r["bits"], "float": r["float"],
                                     "eval_samples": r["eval_samples"], "calib_samples": r["calib_samples"]})
         row.setdefault(r["method"], {"runs": []})["runs"].append(
-            {k: r.get(k) for k in ("seed", "onnxruntime", "error", "seconds", "method_used", "blocks_kept_nearest")})
+            {k: r.get(k) for k in ("seed", "onnxruntime", "logit_mse", "error", "seconds", "method_used", "blocks_kept_nearest")})
     for row in rows.values():
         for m in METHODS:
             if m in row:
                 accs = [x["onnxruntime"] for x in row[m]["runs"] if x["onnxruntime"] is not None]
+                mses = [x["logit_mse"] for x in row[m]["runs"] if x.get("logit_mse") is not None]
                 row[m].update(mean=float(np.mean(accs)) if accs else None, std=float(np.std(accs)) if accs else None,
                               sem=sem(accs), n=len(accs), failed=len(row[m]["runs"]) - len(accs),
+                              logit_mse_mean=float(np.mean(mses)) if mses else None, logit_mse_sem=sem(mses),
                               seconds=float(np.mean([x["seconds"] for x in row[m]["runs"]])))
         done = [m for m in METHODS if m in row and row[m]["n"]]
         row["best"] = max(done, key=lambda m: row[m]["mean"]) if done else None
         row["paired"] = {f"{hi}-{lo}": paired(row.get(hi), row.get(lo)) for hi, lo in PAIRS}
+        row["paired_logit_mse"] = {f"{hi}-{lo}": paired(row.get(hi), row.get(lo), "logit_mse") for hi, lo in PAIRS}
     return list(rows.values())
 
 
@@ -134,17 +145,20 @@ def sem(values: list[float]) -> float | None:
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) >= 2 else None
 
 
-def paired(hi: dict | None, lo: dict | None) -> dict | None:
-    """Per-seed differences hi - lo over the seeds both have, with their mean, sem and how many
-    seeds hi won / lost / tied; "shown" only when every difference is positive (and there are
-    at least two seeds), else "noise". None when either method is missing.
+def paired(hi: dict | None, lo: dict | None, metric: str = "onnxruntime") -> dict | None:
+    """Per-seed improvements of hi over lo over the seeds both have, with their mean, sem and how
+    many seeds hi won / lost / tied; "shown" only when every difference is positive (and there are
+    at least two seeds), else "noise". None when either method is missing. `metric`: "onnxruntime"
+    (top-1 %, higher is better: hi - lo) or "logit_mse" (squared logit error to the float model on
+    the held-out images, lower is better: lo - hi).
 
     With 5 seeds, 5 wins out of 5 has a one-sided sign-test p of 1/32 = 0.03; 4 of 5, 0.19."""
     if not hi or not lo:
         return None
-    acc = lambda d: {x["seed"]: x["onnxruntime"] for x in d["runs"] if x["onnxruntime"] is not None}  # noqa: E731
-    a, b = acc(hi), acc(lo)
-    diffs = {seed: a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())}
+    val = lambda d: {x["seed"]: x.get(metric) for x in d["runs"] if x.get(metric) is not None}  # noqa: E731
+    a, b = val(hi), val(lo)
+    sign = -1.0 if metric == "logit_mse" else 1.0
+    diffs = {seed: sign * (a[seed] - b[seed]) for seed in sorted(a.keys() & b.keys())}
     if not diffs:
         return None
     values = list(diffs.values())
@@ -170,12 +184,14 @@ def table(rows: list[dict]) -> str:
     lines.append("")
     lines.append(f"{'model':13} {'bits':5} {'calib':>5} {'pair':16} {'per-seed difference (points)':44} "
                  f"{'mean±sem':>10} {'wins':>5}  order")
-    for r in rows:
-        for name, p in r["paired"].items():
-            if p:
-                per_seed = " ".join(f"s{k}:{v:+.1f}" for k, v in p["diffs"].items())
-                lines.append(f"{r['model']:13} {r['bits']:5} {r['calib_samples']:5} {name:16} {per_seed:44} "
-                             f"{p['mean']:+5.1f}±{p.get('sem') or 0:3.1f} {p['wins']:>2}/{p['n']:<2}  {p['verdict']}")
+    for key, unit in (("paired", "top-1 points"), ("paired_logit_mse", "logit error to float, lower is better")):
+        lines.append(f"-- improvement in {unit}")
+        for r in rows:
+            for name, p in r[key].items():
+                if p:
+                    per_seed = " ".join(f"s{k}:{v:+.2f}" for k, v in p["diffs"].items())
+                    lines.append(f"{r['model']:13} {r['bits']:5} {r['calib_samples']:5} {name:16} {per_seed:44} "
+                                 f"{p['mean']:+5.2f}±{p.get('sem') or 0:4.2f} {p['wins']:>2}/{p['n']:<2}  {p['verdict']}")
     return "\n".join(lines)
 
 
@@ -191,7 +207,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--epochs", type=int, default=5, help="training epochs of zoo models")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--append", action="store_true", help="keep the runs already in the JSON file (other models)")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the runs already in the JSON file (those this run repeats are replaced)")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.calib_samples, args.iters = args.seeds[:1], [32], 20
@@ -205,7 +222,8 @@ def main() -> None:
                  for name in args.models for bits in args.bits for n in sorted(args.calib_samples, reverse=True)
                  for seed in args.seeds]
         previous = json.loads(OUT.read_text()) if args.append and OUT.exists() else {}
-        runs: list[dict] = previous.get("runs", [])
+        redo = {_run_key(t) for t in tasks}  # a re-run task replaces its earlier result
+        runs: list[dict] = [r for r in previous.get("runs", []) if _run_key(r) not in redo]
         meta["earlier"] = [*previous.get("earlier", []), {k: previous[k] for k in ("command", "wall_seconds") if k in previous}] if previous else []
         t0 = time.perf_counter()
         with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
