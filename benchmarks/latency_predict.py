@@ -12,7 +12,11 @@ the real models, B after them): how often the two agree within ±10% (`measureme
 with the load average of each) bounds what any predictor can reach on this shared machine. The
 headline compares with the faster pass (other jobs only add time; the tables are re-timed to the
 machine's quiet state the same way, see `hwopt.latency.profiler.retime_profile`); each pass is
-also compared on its own (`hwopt_pass_a`, `hwopt_pass_b`).
+also compared on its own (`hwopt_pass_a`, `hwopt_pass_b`). Every pass also times the fixed speed
+probe (`hwopt.latency.probe`) in its round-robin: `hwopt_pass_*_drift_normalized` are the same
+comparisons with each prediction x probe now / probe when the table was re-timed, and
+`measurement_repeatability.probe_normalized` is the pass agreement after dividing each pass by its
+own probe time (both labelled as normalized; the raw numbers stay the headline).
 (The Raspberry Pi 4 calibration quality is in benchmarks/latency_rpi4.py.)
 
 A third section predicts and measures the real pretrained models of benchmarks/real_models.py
@@ -49,7 +53,9 @@ from hwopt.latency.profiler import measure_interleaved
 from hwopt.latency.fusion import clear_cut_cache
 from hwopt.latency.kernels import Kernel
 from hwopt.latency.table import tables_dir
-from hwopt.latency.validate import error_summary
+from hwopt.latency.predict import resolve_table
+from hwopt.latency.probe import probe_model
+from hwopt.latency.validate import drift_normalized, error_summary
 from hwopt.models.export import export_onnx
 from hwopt.models.zoo import build
 
@@ -111,19 +117,28 @@ def build_models(folder: Path, quick: bool) -> list[tuple[str, Path]]:
 
 
 def measure_pass(runtime: str, loaded: list) -> dict:
-    """One round-robin measurement pass over the held-out models, with the load it ran under."""
+    """One round-robin measurement pass over the held-out models and the speed probe (last in the
+    round-robin, `hwopt.latency.probe`), with the load it ran under."""
     load = os.getloadavg()[0]
-    return {"ms": measure_interleaved(loaded, runtime, threads=1), "load_average": round(load, 2),
-            "at": time.time()}
+    *ms, probe = measure_interleaved(loaded + [probe_model()], runtime, threads=1)
+    return {"ms": ms, "probe_ms": probe, "load_average": round(load, 2), "at": time.time()}
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> dict:
+    diff = np.abs(a / b - 1)
+    return {"within_10pct": float(np.mean(diff <= 0.1)), "mean_abs_rel_diff": float(diff.mean()),
+            "max_abs_rel_diff": float(diff.max()), "median_b_over_a": float(np.median(b / a))}
 
 
 def repeatability(passes: list[dict]) -> dict:
-    """How well two independent passes (minutes apart) agree: the ceiling for any predictor here."""
+    """How well two independent passes (minutes apart) agree: the ceiling for any predictor here.
+    `probe_normalized`: each pass divided by its own speed-probe time first (a machine-wide speed
+    change between the passes cancels; what is left is per-model noise)."""
     a, b = (np.array(p["ms"]) for p in passes[:2])
-    diff = np.abs(a / b - 1)
-    return {"within_10pct": float(np.mean(diff <= 0.1)), "mean_abs_rel_diff": float(diff.mean()),
-            "max_abs_rel_diff": float(diff.max()), "load_average": [p["load_average"] for p in passes],
-            "minutes_apart": round((passes[1]["at"] - passes[0]["at"]) / 60, 1)}
+    return {**_agreement(a, b), "load_average": [p["load_average"] for p in passes],
+            "minutes_apart": round((passes[1]["at"] - passes[0]["at"]) / 60, 1),
+            "probe_ms": [p["probe_ms"] for p in passes],
+            "probe_normalized": _agreement(a / passes[0]["probe_ms"], b / passes[1]["probe_ms"])}
 
 
 def run_runtime(runtime: str, models: list[tuple[str, Path]], loaded: list, passes: list[dict]) -> dict:
@@ -151,10 +166,13 @@ def run_runtime(runtime: str, models: list[tuple[str, Path]], loaded: list, pass
     for r, f in zip(rows, floor):
         r["flops_floor_ms"] = float(f)
     pred = [r["predicted_ms"] for r in rows]
+    _, table = resolve_table("x86-avx512", runtime)
     return {"models": rows,
             "measurement_repeatability": repeatability(passes),
             "hwopt": error_summary(pred, meas),
             **{f"hwopt_pass_{chr(97 + i)}": error_summary(pred, p["ms"]) for i, p in enumerate(passes)},
+            **{f"hwopt_pass_{chr(97 + i)}_drift_normalized": drift_normalized(table, p["probe_ms"], pred, p["ms"])
+               for i, p in enumerate(passes)},
             "hwopt_fp32": error_summary([r["predicted_ms"] for r in rows if not r["int8"]],
                                         [r["measured_ms"] for r in rows if not r["int8"]]),
             "hwopt_int8": error_summary([r["predicted_ms"] for r in rows if r["int8"]],
@@ -176,7 +194,8 @@ def real_section(runtime: str) -> dict:
             continue
         runnable.append((m, model))
     shapes = [{m.input_name: m.dims} for m, _ in runnable]
-    measured = measure_interleaved([model for _, model in runnable], runtime, shapes=shapes, rounds=6, target_ms=150)
+    *measured, probe = measure_interleaved([model for _, model in runnable] + [probe_model()], runtime,
+                                           shapes=shapes + [None], rounds=6, target_ms=150)
     rows = []
     for (m, model), shp, meas in zip(runnable, shapes, measured):
         pred = predict_latency(model, "x86-avx512", runtime, shp)
@@ -184,8 +203,9 @@ def real_section(runtime: str) -> dict:
                      "measured_ms": meas, "rel_error": pred.latency_ms / meas - 1, "sources": pred.sources})
         print(f"  {runtime:11s} {m.name:48s} pred {pred.latency_ms:8.3f}  meas {meas:8.3f}  "
               f"err {pred.latency_ms / meas - 1:+6.1%}", file=sys.stderr)
-    return {"models": rows, "not_runnable": skipped,
-            "summary": error_summary([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])}
+    pred, meas = [r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]
+    return {"models": rows, "not_runnable": skipped, "summary": error_summary(pred, meas),
+            "drift_normalized": drift_normalized(resolve_table("x86-avx512", runtime)[1], probe, pred, meas)}
 
 
 def predict_speed(folder: Path) -> dict:
@@ -293,9 +313,19 @@ def main() -> None:
             s = result[rt][key]
             print(f"{rt:12s} {label:22s} {s['within_10pct']:12.0%} {s['mean_abs_rel_error']:11.1%} "
                   f"{s['spearman'] if s['spearman'] is not None else float('nan'):9.3f}")
+        for key in ("hwopt_pass_a_drift_normalized", "hwopt_pass_b_drift_normalized"):
+            s = result[rt][key].get("summary")
+            if s:
+                print(f"{rt:12s} {key[6:].replace('_', ' '):22s} {s['within_10pct']:12.0%} "
+                      f"{s['mean_abs_rel_error']:11.1%} {s['spearman']:9.3f}  (drift {result[rt][key]['drift']})")
         rep = result[rt]["measurement_repeatability"]
+        norm = rep["probe_normalized"]
         print(f"{rt:12s} {'pass A vs pass B':22s} {rep['within_10pct']:12.0%} {rep['mean_abs_rel_diff']:11.1%}   "
-              f"(load {rep['load_average']}, {rep['minutes_apart']} min apart)")
+              f"(load {rep['load_average']}, {rep['minutes_apart']} min apart, "
+              f"B/A median {rep['median_b_over_a']:.3f})")
+        print(f"{rt:12s} {'  probe-normalized':22s} {norm['within_10pct']:12.0%} {norm['mean_abs_rel_diff']:11.1%}   "
+              f"(probe {rep['probe_ms'][0]:.4f} / {rep['probe_ms'][1]:.4f} ms, "
+              f"B/A median {norm['median_b_over_a']:.3f})")
         if "real_models" in result[rt]:
             s = result[rt]["real_models"]["summary"]
             print(f"{rt:12s} {'real models':22s} {s['within_10pct']:12.0%} {s['mean_abs_rel_error']:11.1%} "

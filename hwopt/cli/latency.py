@@ -118,3 +118,9 @@ def _validate(models: list[Path], target: str, runtime: str, table: Path | None,
     s = report["summary"]
     console.print(f"within ±10%: {s['within_10pct']:.0%}  mean |error| {s['mean_abs_rel_error']:.1%}"
                   + (f"  Spearman {s['spearman']:.3f}" if s.get("spearman") is not None else ""))
+    d = report.get("drift_normalized") or {}
+    if d.get("summary"):
+        n = d["summary"]
+        console.print(f"drift-normalized (x{d['drift']:.3f}: speed probe {d['probe_ms_now']:.4f} ms now, "
+                      f"{d['probe_ms_at_table']:.4f} ms when the table was timed): within ±10%: "
+                      f"{n['within_10pct']:.0%}  mean |error| {n['mean_abs_rel_error']:.1%}")

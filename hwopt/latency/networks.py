@@ -2,14 +2,15 @@
 
 The profiler times kernels inside these networks (see `node_times`), so the table learns what a
 kernel costs where real models run it: after another kernel, in the runtime's blocked layout,
-with the reorders and quantize steps a network needs. A network is a stem conv followed by 2-7
-stages drawn from the families real classifiers and detectors are made of (dense conv, depthwise
-separable, inverted residual with and without squeeze-excite, ResNet basic block, ShuffleNet
-style split/concat/shuffle, pooling, FPN-style upsample + concat), with random widths (not only
-multiples of 8: Paddle models use 24, 40, 72, 120...), activations, strides and input sizes, and
-a classifier head (global pool + Gemm) or a detector-style head (1x1 conv, optional softmax or
-transpose) or a sequence head (every position through Gemm or MatMul, as CRNN and transformer
-recognizers end: matrix products with hundreds of rows). Draws are seeded; nothing is taken from the benchmark's held-out models (those are
+with the reorders and quantize steps a network needs. A network is a stride-2 stem conv (3x3;
+from profile seed 3 on also 5x5 or 7x7) followed by 2-7 stages drawn from the families real
+classifiers and detectors are made of (dense conv, depthwise separable, inverted residual with
+and without squeeze-excite, ResNet basic block, ShuffleNet style split/concat/shuffle, pooling,
+FPN-style upsample + concat), with random widths (not only multiples of 8: Paddle models use 24,
+40, 72, 120...), activations, strides and input sizes, and a classifier head (global pool + Gemm)
+or a detector-style head (1x1 conv, optional softmax or transpose) or a sequence head (every
+position through Gemm or MatMul, as CRNN and transformer recognizers end: matrix products with
+hundreds of rows). Draws are seeded; nothing is taken from the benchmark's held-out models (those are
 torch exports of the zoo and the real models, checked against the profiled kernel sequences by
 `benchmarks/latency_predict.py`).
 
@@ -33,6 +34,7 @@ RESOLUTIONS = [24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224]
 WIDTHS = [8, 12, 16, 24, 32, 40, 48, 64, 72, 96, 120, 128, 160, 200, 256, 320, 480, 576, 640, 960, 1280]
 ACTS = ["Relu", "Relu", "Relu6", "HardSwish", "Swish", "Sigmoid", None]
 FAMILIES = ["conv", "dwsep", "ir", "ir_se", "basic", "shuffle", "pool", "neck"]
+WIDE_STEMS_FROM_SEED = 3  # profile seeds from here on also draw 5x5 / 7x7 stems (`stem_kernels`)
 MAX_MACS = 120e6  # a network stays under ~15 ms at one thread, so a profile sees hundreds of them
 
 
@@ -92,13 +94,23 @@ def _stage(g: GraphBuilder, rng: np.random.Generator, x: str, family: str, c_out
     return g.concat([up, g.conv(x, c_out, 1, act=act)])
 
 
-def training_network(rng: np.random.Generator, int8: bool, seed: int) -> onnx.ModelProto:
-    """One random network (fp32 or builder-QDQ int8); see the module docstring for the families."""
+def stem_kernels(profile_seed: int) -> tuple[int, ...]:
+    """Stem conv sizes a profile run with this seed draws. Runs before `WIDE_STEMS_FROM_SEED` drew
+    3x3 stems only (kept, so that their networks can still be rebuilt and re-timed); later runs also
+    draw the 5x5 and 7x7 stride-2 stems of ResNet-style models, whose 3-channel 7x7 conv the
+    predictor otherwise extrapolates (it priced ResNet-18's 1.4-1.9x too slow)."""
+    return (3,) if profile_seed < WIDE_STEMS_FROM_SEED else (3, 3, 5, 7)
+
+
+def training_network(rng: np.random.Generator, int8: bool, seed: int, stems: tuple[int, ...] = (3,)
+                     ) -> onnx.ModelProto:
+    """One random network (fp32 or builder-QDQ int8); see the module docstring for the families.
+    `stems`: the stem conv sizes to draw from (`stem_kernels`; one size draws nothing from `rng`)."""
     res = _pick(rng, RESOLUTIONS)
     c = _pick(rng, WIDTHS[:8])
     act = _pick(rng, ACTS)
     g = GraphBuilder((1, 3, res, res), int8=int8, seed=seed)
-    y = g.conv(g.input, c, 3, 2, act=act or "Relu")
+    y = g.conv(g.input, c, _pick(rng, list(stems)) if len(stems) > 1 else stems[0], 2, act=act or "Relu")
     for _ in range(int(rng.integers(2, 8))):
         family = _pick(rng, FAMILIES)
         stride = 2 if g.shapes[y][2] >= 8 and rng.random() < 0.35 else 1

@@ -31,10 +31,11 @@ from hwopt.latency.analytical import fit_roofline
 from hwopt.latency.builders import GraphBuilder
 from hwopt.latency.fusion import extract_kernels
 from hwopt.latency.kernels import Kernel
-from hwopt.latency.networks import MAX_MACS, network_macs, ort_quantized, training_network
+from hwopt.latency.networks import MAX_MACS, network_macs, ort_quantized, stem_kernels, training_network
 from hwopt.latency.node_times import event_floor_us, event_times, kernel_times
 from hwopt.latency.ort_qdq import observed_placement
 from hwopt.latency.predictor import train_predictor
+from hwopt.latency.probe import probe_model, probe_provenance, probe_record
 from hwopt.latency.table import LatencyTable, calibration_class
 from hwopt.runtimes import get_runtime
 from hwopt.runtimes.base import Session, host_device, time_session
@@ -68,7 +69,7 @@ def _draws(seed: int, precisions: list[str]) -> Iterator[tuple[int, str, onnx.Mo
         for prec in precisions:
             sid += 1
             quantizer = prec == "int8" and rng.random() < 0.5
-            model = training_network(rng, prec == "int8" and not quantizer, seed + sid)
+            model = training_network(rng, prec == "int8" and not quantizer, seed + sid, stem_kernels(seed))
             if network_macs(extract_kernels(model, "openvino")) > MAX_MACS:
                 continue
             kind = "net-int8-ort" if quantizer else f"net-{prec}" + ("-builder" if prec == "int8" else "")
@@ -210,7 +211,8 @@ def profile_table(
 
 
 def retime_profile(out: str | os.PathLike, runtime: str, *, passes: int = 3, threads: int = 1,
-                   precisions: tuple[str, ...] = ("fp32", "int8"), max_networks: int | None = None) -> int:
+                   precisions: tuple[str, ...] = ("fp32", "int8"), max_networks: int | None = None,
+                   seeds: Sequence[int] | None = None) -> int:
     """Time the profiled networks again end to end, `passes` round-robin passes, and record the fastest.
 
     CPU time on a shared machine is not a constant of the model: another job on the sibling
@@ -220,14 +222,18 @@ def retime_profile(out: str | os.PathLike, runtime: str, *, passes: int = 3, thr
     machine. Other jobs only ever add time, so the fastest of several passes is the machine's
     quiet state; `build_table` rescales each re-timed network's kernels to it (see `network_levels`).
     Only networks that the current generator rebuilds with the recorded kernel sequence are
-    re-timed. Appends {"kind": "retime", "sid", "ms", "passes"} records; returns how many.
+    re-timed. `seeds` re-times only the networks of those profile runs (e.g. a run added after the
+    others were re-timed). Appends {"kind": "retime", "sid", "ms", "passes"} records and, when every
+    run is re-timed, the speed probe's time in the same passes (`hwopt.latency.probe`, recorded in
+    the table's provenance: it must describe the level of all the table's networks); returns how many.
     """
     out = Path(out)
     partial = out.with_suffix(".samples.jsonl")
     done = _read_partial(partial)
     wanted = {sid: r for sid, r in done.items() if r.get("kind", "").startswith("net-")}
     models: list[tuple[int, onnx.ModelProto]] = []
-    for seed in sorted({sid // SEED_STRIDE for sid in wanted}):
+    runs = sorted({sid // SEED_STRIDE for sid in wanted})
+    for seed in runs if seeds is None else [s for s in runs if s in seeds]:
         last = max(sid for sid in wanted if sid // SEED_STRIDE == seed)
         for sid, kind, model in _draws(seed, list(precisions)):
             if sid > last or (max_networks is not None and len(models) >= max_networks):
@@ -244,11 +250,16 @@ def retime_profile(out: str | os.PathLike, runtime: str, *, passes: int = 3, thr
                 models.append((sid, model))
     if not models:
         return 0
-    timed = np.array([measure_interleaved([m for _, m in models], runtime, threads=threads) for _ in range(passes)])
+    # the speed probe runs in the same round-robin: its fastest pass is the machine level the table gets
+    probe = [probe_model()] if seeds is None else []
+    timed = np.array([measure_interleaved([m for _, m in models] + probe, runtime, threads=threads)
+                      for _ in range(passes)]).min(axis=0)
     with partial.open("a") as log:
-        for (sid, _), ms in zip(models, timed.min(axis=0)):
+        for (sid, _), ms in zip(models, timed):
             log.write(json.dumps({"sid": -sid, "kind": "retime", "net": sid, "ms": round(float(ms), 6),
                                   "passes": passes}) + "\n")
+        if probe:
+            log.write(json.dumps(probe_record(timed[-1], passes)) + "\n")
     return len(models)
 
 
@@ -318,8 +329,8 @@ def profile_network(sample: Sample, runtime: str, *, threads: int = 1, floor_us:
 
 
 def _networks(done: dict[int, dict]) -> int:
-    """Sample records so far (re-timing records do not count as samples)."""
-    return sum(1 for r in done.values() if r.get("kind") != "retime")
+    """Sample records so far (re-timing and speed-probe records do not count as samples)."""
+    return sum(1 for r in done.values() if r.get("kind") not in ("retime", "probe"))
 
 
 def _read_partial(path: Path) -> dict[int, dict]:
@@ -371,6 +382,7 @@ def build_table(dev: DeviceProfile, runtime: str, records, overhead_ms: float, *
             "session_overhead_ms": round(overhead_ms, 6),
             "network_sum_fit": fit,
             "machine_level": level_info,
+            **({"speed_probe": probe} if (probe := probe_provenance(records)) else {}),
         },
     )
     for k, m in zip(klist, ms):
@@ -401,8 +413,9 @@ def fit_network_sum(networks, dev: DeviceProfile, roof, session_overhead_ms: flo
     whose signature no other fold ran are what predict meets in a new model; per kernel class,
     their measured over predicted time (ratio of sums, classes with 30+ such kernels) is the
     calibration. Then non-negative least squares in relative error fits the three numbers on the
-    calibrated out-of-fold sums (the calibration is kept only if that prices the held-out folds
-    better). With too few networks: scale 1 and the measured session overhead."""
+    calibrated out-of-fold sums (the calibration, all of it or only its fp32 or int8 classes, is
+    kept only if that prices the held-out folds better). With too few networks: scale 1 and the
+    measured session overhead."""
     if len(networks) < 4 * folds:
         return 1.0, 0.0, session_overhead_ms, {"networks": len(networks), "fitted": False}, {}
     fold = np.arange(len(networks)) % folds
@@ -421,17 +434,7 @@ def fit_network_sum(networks, dev: DeviceProfile, roof, session_overhead_ms: flo
                 guesses += [(int(i), k, float(g), float(t)) for (k, t), g in zip(missing, guessed)]
     e2e = np.array([n[2] for n in networks], float)
     count = np.array([len(n[0]) for n in networks], float)
-    owner = np.array([i for i, *_ in guesses], dtype=int)
-    plain = looked_up + np.bincount(owner, [g for _, _, g, _ in guesses], len(networks))
-    calibration = _calibration(guesses)
-    calibrated = looked_up + np.bincount(owner, [g * calibration.get(
-        calibration_class(k), calibration.get(calibration_class(k, coarse=True), 1.0)) for _, k, g, _ in guesses],
-        len(networks))
-    fits = {name: _fit_sum(oof, e2e, count, session_overhead_ms) for name, oof in
-            (("uncalibrated", plain), ("calibrated", calibrated))}
-    # the calibration is kept only where it prices the held-out folds better (a table-level choice
-    # made on the training networks; OpenVINO's trees were biased less than onnxruntime's)
-    chosen = "calibrated" if fits["calibrated"]["mean"] < fits["uncalibrated"]["mean"] else "uncalibrated"
+    chosen, calibration, fits = choose_calibration(looked_up, guesses, e2e, count, session_overhead_ms)
     fit = fits[chosen]
     return fit["scale"], fit["per_kernel"], fit["per_model"], {
         "networks": len(networks), "fitted": True, "folds": folds, "left_out_3x_off": fit["left_out"],
@@ -442,7 +445,29 @@ def fit_network_sum(networks, dev: DeviceProfile, roof, session_overhead_ms: flo
                                            **{n: round(f["mean"], 4) for n, f in fits.items()}},
         "out_of_fold_within_10pct": {"plain_sum": round(fits["uncalibrated"]["plain_within"], 4),
                                      **{n: round(f["within"], 4) for n, f in fits.items()}},
-    }, calibration if chosen == "calibrated" else {}
+    }, calibration
+
+
+def choose_calibration(looked_up: np.ndarray, guesses, e2e: np.ndarray, count: np.ndarray,
+                       session_overhead_ms: float) -> tuple[str, dict[str, float], dict[str, dict]]:
+    """Which predictor calibration prices the held-out folds best: none, all of it, or only its fp32
+    or only its int8 classes (OpenVINO's fp32 trees were biased less than onnxruntime's, and the
+    two precisions need not agree). `looked_up`: per network, the out-of-fold sum of its table
+    hits; `guesses`: (network, kernel, predicted ms, measured ms) for the rest. A choice made on
+    the training networks only; ties keep the uncalibrated predictor."""
+    calibration = _calibration(guesses)
+    owner = np.array([i for i, *_ in guesses], dtype=int)
+
+    def priced(cal: dict[str, float]) -> np.ndarray:
+        return looked_up + np.bincount(owner, [g * cal.get(calibration_class(k), cal.get(
+            calibration_class(k, coarse=True), 1.0)) for _, k, g, _ in guesses], len(looked_up))
+
+    options = {"uncalibrated": {}, "calibrated": calibration,
+               **{f"calibrated_{dtype}_only": {c: v for c, v in calibration.items() if c.split("/")[1] == dtype}
+                  for dtype in ("fp32", "int8")}}
+    fits = {name: _fit_sum(priced(cal), e2e, count, session_overhead_ms) for name, cal in options.items()}
+    chosen = min(fits, key=lambda name: (fits[name]["mean"], name != "uncalibrated"))
+    return chosen, options[chosen], fits
 
 
 def _fit_sum(oof: np.ndarray, e2e: np.ndarray, count: np.ndarray, session_overhead_ms: float) -> dict:

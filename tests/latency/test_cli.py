@@ -98,3 +98,7 @@ def test_validate_measures_a_real_paddle_model_with_its_shape(tmp_path):
     for row in doc["models"]:
         assert row["measured_ms"] > 0 and row["predicted_ms"] > 0
         assert row["rel_error"] == pytest.approx(row["predicted_ms"] / row["measured_ms"] - 1)
+    probe = doc["drift_normalized"]  # the speed probe was timed with the models; the shipped table recorded it
+    assert probe["probe_ms_now"] > 0 and probe["probe_ms_at_table"] > 0
+    assert probe["drift"] == pytest.approx(probe["probe_ms_now"] / probe["probe_ms_at_table"], rel=1e-3)
+    assert probe["summary"]["models"] == 2

@@ -10,7 +10,7 @@ from hwopt.latency import extract_kernels
 from hwopt.latency.builders import GraphBuilder
 from hwopt.latency.fusion import clear_cut_cache
 from hwopt.latency.kernels import Kernel
-from hwopt.latency.networks import MAX_MACS, network_macs, training_network
+from hwopt.latency.networks import MAX_MACS, WIDE_STEMS_FROM_SEED, network_macs, stem_kernels, training_network
 from hwopt.latency.node_times import event_times, kernel_times, owner_of
 from hwopt.runtimes import get_runtime
 
@@ -62,6 +62,20 @@ def test_training_networks_are_seeded_and_bounded():
     sizes = [network_macs(extract_kernels(training_network(np.random.default_rng(s), False, s), "openvino"))
              for s in range(6)]
     assert min(sizes) > 0 and sum(m <= MAX_MACS for m in sizes) >= 1  # the profiler skips the draws too big
+
+
+def test_later_profile_seeds_also_draw_wide_stems_and_earlier_streams_are_unchanged():
+    def stem(model):
+        return next(k for k in extract_kernels(model, "openvino") if k.op == "Conv").kernel[0]
+
+    assert stem_kernels(WIDE_STEMS_FROM_SEED - 1) == (3,) and {5, 7} <= set(stem_kernels(WIDE_STEMS_FROM_SEED))
+    for s in range(4):  # one stem size draws nothing from the rng: the shipped tables' networks can be rebuilt
+        old = training_network(np.random.default_rng(s), False, s)
+        assert training_network(np.random.default_rng(s), False, s, (3,)).SerializeToString() == old.SerializeToString()
+        assert stem(old) == 3
+    wide = {stem(training_network(np.random.default_rng(s), False, s, stem_kernels(WIDE_STEMS_FROM_SEED)))
+            for s in range(12)}
+    assert {3, 5, 7} <= wide
 
 
 def test_cut_is_cached_by_structure_not_weights(net, make_net):

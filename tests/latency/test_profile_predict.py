@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from hwopt.errors import HwoptError
 from hwopt.latency import extract_kernels, load_table, predict_kernels, predict_latency, profile_table
 from hwopt.latency.kernels import Kernel
-from hwopt.latency.profiler import _calibration, measure_model, network_levels, retime_profile
+from hwopt.latency.profiler import _calibration, choose_calibration, measure_model, network_levels, retime_profile
 from hwopt.latency.table import calibration_class
 
 
@@ -133,13 +133,21 @@ def test_retime_rescales_networks_to_their_fastest_pass(small_table, tmp_path):
     records = [json.loads(x) for x in copy.with_suffix(".samples.jsonl").read_text().splitlines()]
     retimed = [r for r in records if r["kind"] == "retime"]
     assert len(retimed) == n and all(r["ms"] > 0 and r["passes"] == 2 for r in retimed)
+    probes = [r for r in records if r["kind"] == "probe"]  # the speed probe ran in the same passes
+    assert len(probes) == 1 and probes[0]["ms"] > 0 and probes[0]["passes"] == 2
     table = profile_table("x86-avx512", "onnxruntime", copy, budget_min=0)
     level = table.provenance["machine_level"]
     assert level["retimed_networks"] == n
+    assert table.provenance["speed_probe"]["ms"] == probes[0]["ms"]
     nets = {r["sid"]: r for r in records if r["kind"].startswith("net-")}
     factors, _ = network_levels(records)
     for r in retimed:  # never slower than recorded: the profile's own timing counts as a pass
         assert factors[r["net"]] == pytest.approx(min(r["ms"] / nets[r["net"]]["ms"], 1.0))
+    before = copy.with_suffix(".samples.jsonl").read_text()
+    assert retime_profile(copy, "onnxruntime", passes=1, seeds=[7]) == 0  # no such profile run
+    assert retime_profile(copy, "onnxruntime", passes=1, seeds=[0]) == n
+    added = [json.loads(x) for x in copy.with_suffix(".samples.jsonl").read_text()[len(before):].splitlines()]
+    assert len(added) == n and {r["kind"] for r in added} == {"retime"}  # no probe: not every run was re-timed
 
 
 def _net_record(sid: int, ms: float, kernel_ms: list[float]) -> dict:
@@ -173,3 +181,19 @@ def test_predictor_calibration_comes_from_unseen_kernels_per_class(small_table):
     table = dataclasses.replace(table, predictor_calibration={**cal, calibration_class(tiny): 0.25})
     got = table.calibrated([dw, tiny, gemm], np.ones(3))
     assert got == pytest.approx([50 / 90, 0.25, 1.0])
+
+
+def test_calibration_is_kept_only_for_the_precision_it_helps_out_of_fold():
+    """fp32 guesses: right for 30 networks, 4x too slow for 4 (calibrating them by the ratio of sums
+    would spoil the 30); int8 guesses: all 2x too slow. Only the int8 classes' calibration pays."""
+    fp32 = Kernel("Conv", ((1, 8, 8, 8),), (1, 8, 8, 8), (8, 8, 3, 3), (3, 3))
+    int8 = dataclasses.replace(fp32, dtype="int8")
+    n = 64
+    t = np.random.default_rng(0).uniform(0.5, 2.0, n)  # each network's measured ms (one kernel each)
+    guesses = ([(i, fp32, t[i], t[i]) for i in range(30)] + [(i, fp32, 4 * t[i], t[i]) for i in range(30, 34)]
+               + [(i, int8, 2 * t[i], t[i]) for i in range(34, n)])
+    chosen, cal, fits = choose_calibration(np.zeros(n), guesses, t, np.ones(n), 0.0)
+    assert chosen == "calibrated_int8_only"
+    assert cal == {calibration_class(int8): pytest.approx(0.5),
+                   calibration_class(int8, coarse=True): pytest.approx(0.5)}
+    assert fits["calibrated_int8_only"]["mean"] < min(fits[k]["mean"] for k in fits if k != chosen)

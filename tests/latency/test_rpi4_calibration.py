@@ -17,7 +17,7 @@ from hwopt.errors import HwoptError
 from hwopt.latency import extract_kernels
 from hwopt.latency.analytical import Roofline, fit_terms, kernel_terms, kernels_ms, model_totals
 from hwopt.latency.archs import mobilenet_v1, mobilenet_v3_small, nb201
-from hwopt.latency.calibrate import (_at_clock, _clock, cross_validate, load_published,
+from hwopt.latency.calibrate import (_at_clock, _clock, _in_sample, cross_validate, fit_samples, load_published,
                                      published_leave_one_model_out)
 from hwopt.latency.predict import predict_latency
 from hwopt.latency.table import load_table, tables_dir
@@ -125,6 +125,11 @@ def test_published_rows_are_read_and_predicted_in_their_own_configuration(tmp_pa
     assert set(rep["by_group"]) == {"ncnn threads=1", "ncnn threads=4", "XNNPACK threads=4",
                                     "XNNPACK issue #814 threads=2"}
     assert rep["thread_scaling"]["pairs"] and all(p["predicted_speedup"] > 1 for p in rep["thread_scaling"]["pairs"])
+    sources = ["XNNPACK", "ncnn", "XNNPACK issue #814"]  # in-sample: the same 6 goal rows, by the fit that saw them
+    dev = load_device("rpi4")
+    inside = _in_sample(rows, rep["rows"], dev, fit_samples(rows, dev, sources), sources)
+    assert inside["rows"] == 6 and "not a held-out error" in inside["note"]
+    assert inside["mean_abs_rel_error"] < rep["goal_rows"]["mean_abs_rel_error"]
 
 
 def test_clock_parsing_and_scaling():
