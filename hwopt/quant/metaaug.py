@@ -168,7 +168,7 @@ class MetaAugmenter:
         theta = {name: p for name, p in block.named_parameters() if id(p) in learn_ids}
         if not theta:
             return 0.0
-        step = {name: (cfg.lr_round if name.endswith("alpha") else cfg.lr_act) for name in theta}
+        step = {name: (cfg.lr_round if name.endswith("alpha") else cfg.act_lr) for name in theta}
         n_weights = sum(v.numel() for k, v in theta.items() if k.endswith("alpha"))
         rec_scale = 1.0
         saved = [(a, a.drop_prob, a.generator) for a in a_list]
