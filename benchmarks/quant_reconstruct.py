@@ -42,7 +42,9 @@ from hwopt.graph.load import atomic_write_text  # noqa: E402
 METHODS = ("ptq", "adaround", "qdrop", "metaaug")
 #: (better, worse) pairs whose paired differences decide the expected order
 PAIRS = tuple(zip(METHODS[1:], METHODS[:-1]))
-OUT = ROOT / "benchmarks/results/quant_reconstruct.json"
+RESULTS = ROOT / "benchmarks/results"
+#: --lr-act: the activation-step rate of QDrop's recipe, or one scaled to keep its travel at few iterations
+LR_ACT = {"recipe": 4e-5, "scaled": None}
 #: iterations per block of the published run (docs/reconstruct.md: accuracy stopped moving at
 #: about 100 on this MobileNetV2)
 ITERS = 100
@@ -94,7 +96,8 @@ def run_task(task: dict) -> dict:
     float_out = run_outputs(get_runtime("onnxruntime").session(float_model), ev, batch_size=50)[0]
     try:
         if task["method"] != "ptq":
-            model = reconstruct(float_model, model, calib, task["method"], iters=task["iters"], seed=task["seed"], quiet=True)
+            model = reconstruct(float_model, model, calib, task["method"], iters=task["iters"], seed=task["seed"], quiet=True,
+                                lr_act=LR_ACT[task["lr_act"]])
             summary = reconstruct_summary(model)
             used, reverted = summary["method"], len(summary["reverted_blocks"])
             blocks = sum(1 for b in summary["blocks"] if b["iters"])
@@ -168,9 +171,15 @@ def paired(hi: dict | None, lo: dict | None, metric: str = "onnxruntime") -> dic
             "losses": sum(v < 0 for v in values), "ties": sum(v == 0 for v in values), "verdict": verdict}
 
 
+def out_path(lr_act: str) -> Path:
+    """Results of the recipe's rate in quant_reconstruct.json, of the scaled one beside it."""
+    return RESULTS / ("quant_reconstruct.json" if lr_act == "recipe" else f"quant_reconstruct_{lr_act}_lr.json")
+
+
 def save(runs: list[dict], meta: dict) -> Path:
-    atomic_write_text(json.dumps({**meta, "rows": summarize(runs), "runs": runs}, indent=2), OUT)
-    return OUT
+    out = out_path(meta["lr_act"])
+    atomic_write_text(json.dumps({**meta, "rows": summarize(runs), "runs": runs}, indent=2), out)
+    return out
 
 
 def table(rows: list[dict]) -> str:
@@ -207,21 +216,26 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--epochs", type=int, default=5, help="training epochs of zoo models")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--lr-act", choices=sorted(LR_ACT), default="recipe",
+                    help="activation-step learning rate: QDrop's 4e-5, or scaled to keep its travel (0.8 / iters); "
+                         "scaled results go to quant_reconstruct_scaled_lr.json")
     ap.add_argument("--append", action="store_true",
                     help="keep the runs already in the JSON file (those this run repeats are replaced)")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.calib_samples, args.iters = args.seeds[:1], [32], 20
     meta = {"quick": args.quick, "command": "python " + " ".join(["benchmarks/quant_reconstruct.py", *sys.argv[1:]]),
-            "iters": args.iters, "seeds": args.seeds, "calib_samples": args.calib_samples, "runtime": "onnxruntime"}
+            "iters": args.iters, "seeds": args.seeds, "calib_samples": args.calib_samples, "runtime": "onnxruntime",
+            "lr_act": args.lr_act}
     with tempfile.TemporaryDirectory() as tmp:
         paths = prepare_models(args.models, Path(tmp), args.epochs)
         tasks = [{"model": name, "paths": paths[name], "bits": bits, "wbits": int(bits[1]), "abits": int(bits[3]),
-                  "method": method, "seed": seed, "iters": args.iters, "calib_samples": n}
+                  "method": method, "seed": seed, "iters": args.iters, "calib_samples": n, "lr_act": args.lr_act}
                  for method in reversed(args.methods)  # slowest first, so the workers finish together
                  for name in args.models for bits in args.bits for n in sorted(args.calib_samples, reverse=True)
                  for seed in args.seeds]
-        previous = json.loads(OUT.read_text()) if args.append and OUT.exists() else {}
+        out = out_path(args.lr_act)
+        previous = json.loads(out.read_text()) if args.append and out.exists() else {}
         redo = {_run_key(t) for t in tasks}  # a re-run task replaces its earlier result
         runs: list[dict] = [r for r in previous.get("runs", []) if _run_key(r) not in redo]
         meta["earlier"] = [*previous.get("earlier", []), {k: previous[k] for k in ("command", "wall_seconds") if k in previous}] if previous else []

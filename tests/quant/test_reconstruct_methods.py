@@ -146,3 +146,27 @@ def test_qdrop_block_input_is_the_float_input_or_the_quantized_input_quantized(t
     live = quantizer.float_path(fp[0]) != q_quantized
     share = float(is_fp[live].float().mean())
     assert 0.45 < share < 0.55
+
+
+def test_activation_step_rate_is_the_recipes_or_keeps_its_travel(tiny_model, digits):
+    """QDrop's 4e-5 by default; `lr_act=None` scales it so lr x iterations stays 4e-5 x 20 000, and
+    the learned steps then move further from their calibrated values in the same iterations."""
+    from hwopt.quant.ptq import calibrate_plan, emit, plan_quantization
+    from hwopt.quant.qdq import read_quant_params
+    from hwopt.quant.schemes import scheme_for
+
+    assert ReconstructConfig(iters=100).act_lr == 4e-5
+    assert ReconstructConfig(iters=100, lr_act=None).act_lr == pytest.approx(8e-3)
+    assert ReconstructConfig(iters=500, lr_act=None).act_lr == pytest.approx(1.6e-3)
+    calib = digits["calib"].subset(32)
+    plan = plan_quantization(tiny_model, scheme_for("onnxruntime"))
+    qdq = emit(plan, calibrate_plan(plan, calib, "mse"), wbits=4, abits=4)
+    before = {t: float(r.scale) for t, r in read_quant_params(qdq).items() if r.kind == "activation"}
+
+    def travel(lr_act):
+        out = reconstruct(tiny_model, qdq, calib, "qdrop", iters=20, quiet=True, lr_act=lr_act)
+        assert reconstruct_summary(out)["lr_act"] == ReconstructConfig(iters=20, lr_act=lr_act).act_lr
+        after = read_quant_params(out)
+        return sum(abs(float(after[t].scale) / s - 1) for t, s in before.items())
+
+    assert travel(None) > 5 * travel(4e-5)
