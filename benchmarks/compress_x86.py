@@ -21,8 +21,9 @@ row's accuracy is top-1 on the test set. The goal (speedup >= the best peer's at
 within the 1-point budget) is read two ways. `hwopt_beats_best_peer` is strict, on the point
 estimates, so a 0.3 % timing wobble or one test image decides it. `hwopt_not_beaten_beyond_noise`
 asks whether the peer is better beyond this machine's noise: faster by an exact sign test on
-who won each of the 15 interleaved timing rounds (p < 0.05), or more accurate by a paired
-McNemar exact test of per-image correctness (p < 0.05).
+who won each of the 15 interleaved timing rounds (p < 0.05) by more than 2 % per round (below
+that, identical graphs differ consistently by memory placement alone: benchmarks/paired.py), or
+more accurate by a paired McNemar exact test of per-image correctness (p < 0.05).
 
 With `--zoo` it also compares on two zoo models big enough that int8 vs fp32 is not lost in
 per-call noise (the examples run in ~0.2 ms): `hwopt.models.zoo` resnet18 (width 0.5) and
