@@ -102,3 +102,20 @@ def test_validate_measures_a_real_paddle_model_with_its_shape(tmp_path):
     assert probe["probe_ms_now"] > 0 and probe["probe_ms_at_table"] > 0
     assert probe["drift"] == pytest.approx(probe["probe_ms_now"] / probe["probe_ms_at_table"], rel=1e-3)
     assert probe["summary"]["models"] == 2
+
+
+def test_validate_text_output_shows_the_drift_normalized_line_beside_the_raw_one(model_path, monkeypatch):
+    """The raw summary stays the headline; the probe-normalized one follows it, labelled with the drift."""
+    import hwopt.cli.latency as cli_latency
+
+    row = {"model": str(model_path), "predicted_ms": 1.1, "measured_ms": 1.0, "rel_error": 0.1, "sources": {}}
+    report = {"target": "x86-avx512", "runtime": "onnxruntime", "threads": 1, "measured_on": "here",
+              "clock": "process CPU time", "models": [row],
+              "summary": {"models": 1, "within_10pct": 1.0, "mean_abs_rel_error": 0.1, "spearman": None},
+              "drift_normalized": {"drift": 0.95, "probe_ms_now": 0.19, "probe_ms_at_table": 0.2,
+                                   "summary": {"models": 1, "within_10pct": 1.0, "mean_abs_rel_error": 0.045}}}
+    monkeypatch.setattr(cli_latency, "validate_models", lambda *a, **k: report)
+    res = runner.invoke(app, ["predict", "--validate", str(model_path), "--target", "x86-avx512", "--runtime", "onnxruntime"])
+    assert res.exit_code == 0, res.output
+    raw, normalized = res.output.index("mean |error| 10.0%"), res.output.index("drift-normalized (x0.950")
+    assert raw < normalized and "mean |error| 4.5%" in res.output
