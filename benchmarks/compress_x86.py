@@ -53,7 +53,7 @@ from hwopt.exporters.sessions import open_artifact
 from hwopt.graph.load import atomic_write_text, load_model
 from hwopt.graph.normalize import normalize_model
 from hwopt.pipeline import compress
-from hwopt.runtimes import Session, get_runtime, time_session
+from hwopt.runtimes import Session, get_runtime, time_rounds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paired import mcnemar_exact, speed_vs_peer  # noqa: E402
@@ -174,20 +174,6 @@ def correct(session: Session, ev: Dataset) -> np.ndarray:
     return run_outputs(session, ev)[0].argmax(1) == ev.labels
 
 
-def interleaved_rounds(sessions: dict[str, Session], feeds: dict, rounds: int, runs: int) -> dict[str, list[float]]:
-    """Each session's median latency per round, all sessions timed in every round (a load change
-    then lands on every variant alike, and the rounds show who wins how often). The order is
-    shuffled every round (seeded): a variant timed right after a big float model starts with cold
-    caches, and a fixed order would give that handicap to the same variant every time."""
-    per: dict[str, list[float]] = {k: [] for k in sessions}
-    rng = np.random.default_rng(0)
-    names = list(sessions)
-    for _ in range(rounds):
-        for name in rng.permutation(names):
-            per[name].append(float(np.median(time_session(sessions[name], feeds, warmup=3, runs=runs, clock="auto"))))
-    return per
-
-
 def bench(name: str, folder: Path, tmp: Path, quick: bool) -> dict:
     model_path = folder / f"{name}.onnx"
     model = normalize_model(load_model(model_path))
@@ -213,7 +199,9 @@ def bench(name: str, folder: Path, tmp: Path, quick: bool) -> dict:
     right = {k: correct(s, ev) for k, s in sessions.items()}
     acc = {k: float(v.mean() * 100) for k, v in right.items()}
     feeds = next(ev.batches(1))
-    per_round = interleaved_rounds(sessions, feeds, rounds=3 if quick else ROUNDS, runs=30 if quick else 100)
+    # every variant in every round, in a new order each round: the rounds show who wins how often
+    per_round = {k: [float(np.median(t)) for t in v] for k, v in
+                 time_rounds(sessions, feeds, rounds=3 if quick else ROUNDS, runs=30 if quick else 100, warmup=3).items()}
     ms = {k: float(np.median(v)) for k, v in per_round.items()}
     base_name = min(("onnxruntime-fp32", "openvino-fp32"), key=lambda k: ms[k])
     rows = {}

@@ -289,7 +289,7 @@ def _confirm_latencies(records: list[dict], arts: dict[str, Artifact], plan: Rec
 def _time_rounds(names: list[str], arts: dict[str, Artifact], ctx: StageContext) -> dict:
     """Per-round median latency of each artifact, all timed in every round, within CONFIRM_BUDGET_S of wall time."""
     from hwopt.exporters.sessions import open_artifact
-    from hwopt.runtimes import time_session, timing_clock
+    from hwopt.runtimes import time_rounds, timing_clock
 
     out_shapes = [r.shape[1:] for r in ctx.reference]
     sessions = {n: open_artifact(arts[n].runtime, arts[n].path, arts[n].precision, onnx_inputs=list(ctx.eval.inputs),
@@ -303,19 +303,14 @@ def _time_rounds(names: list[str], arts: dict[str, Artifact], ctx: StageContext)
         sess.run(feeds)  # what one call of each costs in wall time now
     round_s = time.perf_counter() - probe
     runs = int(np.clip(CONFIRM_BUDGET_S / (CONFIRM_ROUNDS * max(round_s, 1e-6)), CONFIRM_MIN_RUNS, CONFIRM_RUNS))
-    per: dict[str, list[float]] = {n: [] for n in names}
-    deadline = start + CONFIRM_BUDGET_S
-    rng = np.random.default_rng(0)  # a new order each round: whoever follows a big float model starts with cold caches
-    for done in range(CONFIRM_MAX_ROUNDS):
-        t0 = time.perf_counter()
-        for n in rng.permutation(names):
-            per[n].append(round(float(np.median(time_session(sessions[n], feeds, warmup=0, runs=runs, clock="auto"))), 5))
-        now = time.perf_counter()
-        if done + 1 >= CONFIRM_MIN_ROUNDS and now + (now - t0) > deadline:
-            break
-        if done + 1 >= CONFIRM_ROUNDS and now + (now - t0) > start + CONFIRM_EXTRA_S:
-            break
-    return {n: {"rounds_ms": v, "clock": timing_clock(sessions[n]), "runs": runs} for n, v in per.items()}
+    def keep_going(done: int, round_s: float) -> bool:  # stop before a next round would pass a budget
+        after_next = time.perf_counter() + round_s
+        return not ((done >= CONFIRM_MIN_ROUNDS and after_next > start + CONFIRM_BUDGET_S)
+                    or (done >= CONFIRM_ROUNDS and after_next > start + CONFIRM_EXTRA_S))
+
+    per = time_rounds(sessions, feeds, rounds=CONFIRM_MAX_ROUNDS, runs=runs, keep_going=keep_going)
+    return {n: {"rounds_ms": [round(float(np.median(t)), 5) for t in v], "clock": timing_clock(sessions[n]), "runs": runs}
+            for n, v in per.items()}
 
 
 def _preference(rec: dict, device: DeviceProfile) -> tuple:

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from hwopt.errors import HwoptError, NotAvailableError
-from hwopt.runtimes import get_runtime, time_session
+from hwopt.runtimes import get_runtime, time_rounds, time_session
 
 _QDQ_OPS = ["QuantizeLinear", "DequantizeLinear", "Clip"]
 
@@ -77,10 +77,9 @@ def measure_candidates(cands: list[tuple[Candidate, onnx.ModelProto, str]], feed
                        rounds: int = 5, runs: int = 10, warmup: int = 3) -> list[Candidate]:
     """p50 latency of each candidate, runs interleaved across candidates over `rounds`.
 
-    Every round times all candidates in a new (seeded) order, so none always follows the same
-    neighbour (a big float model leaves cold caches behind); 1-thread host sessions are timed on
-    the process CPU clock (`timing_clock`), which other people's jobs on a shared machine disturb
-    far less than wall time."""
+    Every round times all candidates in a new (seeded) order (`time_rounds`); 1-thread host
+    sessions are timed on the process CPU clock (`timing_clock`), which other people's jobs on a
+    shared machine disturb far less than wall time."""
     sessions = []
     for cand, model, hint in cands:
         rt = get_runtime(cand.runtime)
@@ -93,14 +92,9 @@ def measure_candidates(cands: list[tuple[Candidate, onnx.ModelProto, str]], feed
             sessions.append((cand, s))
         except HwoptError as exc:
             cand.error = str(exc)
-    times: dict[int, list[np.ndarray]] = {id(c): [] for c, _ in sessions}
-    rng = np.random.default_rng(0)
-    for _ in range(rounds):
-        for i in rng.permutation(len(sessions)):
-            cand, s = sessions[i]
-            times[id(cand)].append(time_session(s, feeds, warmup=0, runs=runs, clock="auto"))
-    for cand, _ in sessions:
-        t = np.concatenate(times[id(cand)])
+    times = time_rounds({i: s for i, (_, s) in enumerate(sessions)}, feeds, rounds=rounds, runs=runs)
+    for i, (cand, _) in enumerate(sessions):
+        t = np.concatenate(times[i])
         cand.p50_ms, cand.min_ms = float(np.median(t)), float(t.min())
-        cand.rounds_ms = [round(float(np.median(r)), 5) for r in times[id(cand)]]
+        cand.rounds_ms = [round(float(np.median(r)), 5) for r in times[i]]
     return [c for c, _, _ in cands]

@@ -335,6 +335,7 @@ def route_output_quantizers(model: onnx.ModelProto) -> onnx.ModelProto:
     g = out.graph
     meta = _meta(out)
     producer = {o: n for n in g.node for o in n.output}
+    by_name = {n.name: n for n in g.node}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
         for name in n.input:
@@ -346,7 +347,7 @@ def route_output_quantizers(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         if not node.input or producer.get(node.input[0]) is None or producer[node.input[0]].op_type != "DequantizeLinear":
             continue
-        dq = next((n for n in g.node if n.name == e["dq"]), None)
+        dq = by_name.get(e["dq"])
         if dq is None:
             continue
         float_name = f"{o.name}_float"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hwopt.errors import HwoptError
-from hwopt.runtimes.base import BenchResult, Runtime, Session, summarize, time_session, timing_clock
+from hwopt.runtimes.base import BenchResult, Runtime, Session, summarize, time_rounds, time_session, timing_clock
 from hwopt.runtimes.litert_rt import LiteRTRuntime
 from hwopt.runtimes.onnxruntime_rt import OnnxRuntime
 from hwopt.runtimes.openvino_rt import OpenVINORuntime
@@ -24,4 +24,4 @@ def get_runtime(name: str) -> Runtime:
     return RUNTIMES[name]()
 
 
-__all__ = ["BenchResult", "Runtime", "Session", "RUNTIMES", "get_runtime", "summarize", "time_session", "timing_clock"]
+__all__ = ["BenchResult", "Runtime", "Session", "RUNTIMES", "get_runtime", "summarize", "time_rounds", "time_session", "timing_clock"]

@@ -10,8 +10,10 @@ from __future__ import annotations
 import platform
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -83,6 +85,8 @@ def host_device() -> str:
     return f"{cpu} ({platform.machine()})"
 
 
+K = TypeVar("K")
+
 #: timing clocks: wall time, this process's CPU time, or CPU time where it is the latency (see `timing_clock`)
 CLOCKS = ("wall", "cpu", "auto")
 
@@ -120,6 +124,28 @@ def time_session(session: Session, feeds: dict[str, np.ndarray], *, warmup: int 
         session.run(feeds)
         times[i] = (now() - t0) / 1e6
     return times
+
+
+def time_rounds(sessions: Mapping[K, Session], feeds: dict[str, np.ndarray], *, rounds: int, runs: int,
+                warmup: int = 0, clock: str = "auto", seed: int = 0,
+                keep_going: Callable[[int, float], bool] | None = None) -> dict[K, list[np.ndarray]]:
+    """Each session's `time_session` times for every round, all sessions timed in every round.
+
+    Interleaving makes a load change land on every session alike; the order is shuffled every
+    round (seeded), because a session timed right after a big model starts with cold caches and a
+    fixed order would hand that handicap to the same one each time. `keep_going(rounds_done,
+    last_round_seconds)` may stop early (a wall-time budget).
+    """
+    names = list(sessions)
+    per: dict[K, list[np.ndarray]] = {n: [] for n in names}
+    rng = np.random.default_rng(seed)
+    for done in range(rounds):
+        t0 = time.perf_counter()
+        for i in rng.permutation(len(names)):
+            per[names[i]].append(time_session(sessions[names[i]], feeds, warmup=warmup, runs=runs, clock=clock))
+        if keep_going is not None and not keep_going(done + 1, time.perf_counter() - t0):
+            break
+    return per
 
 
 def summarize(times: np.ndarray, session: Session, *, warmup: int, version: str) -> BenchResult:

@@ -11,7 +11,7 @@ import pytest
 from hwopt.errors import HwoptError, NotAvailableError
 from hwopt.graph.load import load_model
 from hwopt.graph.shapes import random_inputs, resolve_input_shapes
-from hwopt.runtimes import RUNTIMES, Session, get_runtime, summarize, time_session, timing_clock
+from hwopt.runtimes import RUNTIMES, Session, get_runtime, summarize, time_rounds, time_session, timing_clock
 
 openvino = pytest.importorskip("openvino")
 
@@ -137,6 +137,28 @@ def test_cpu_clock_leaves_out_waiting_and_keeps_work():
     assert np.median(time_session(sleeper, {}, warmup=0, runs=5, clock="auto")) < 1.0  # 1 thread on this CPU: cpu
     with pytest.raises(ValueError, match="clock"):
         time_session(sleeper, {}, runs=1, clock="gpu")
+
+
+def test_time_rounds_times_everyone_every_round_in_a_new_order_and_can_stop_early():
+    order: list[str] = []
+
+    class Logged(_FakeSession):
+        def __init__(self, name):
+            super().__init__(spin=True)
+            self.name = name
+
+        def run(self, feeds):
+            order.append(self.name)
+            return super().run(feeds)
+
+    sessions = {n: Logged(n) for n in "abcd"}
+    per = time_rounds(sessions, {}, rounds=6, runs=2, warmup=1)
+    assert set(per) == set("abcd") and all(len(v) == 6 and v[0].shape == (2,) for v in per.values())
+    rounds = [order[i:i + 12] for i in range(0, len(order), 12)]  # 4 sessions x (1 warm-up + 2 runs)
+    firsts = [r[0] for r in rounds]
+    assert all(sorted(set(r)) == list("abcd") for r in rounds) and len(set(firsts)) > 1  # shuffled, not fixed
+    stopped = time_rounds(sessions, {}, rounds=6, runs=1, keep_going=lambda done, seconds: done < 2)
+    assert all(len(v) == 2 for v in stopped.values())
 
 
 def test_timing_clock_is_cpu_only_for_one_host_thread(tiny_model_path):
