@@ -7,12 +7,12 @@ setting). The tables are fit on random training networks (hwopt.latency.networks
 anything is measured, `check_held_out` fails the run if any held-out model's kernel sequence is
 exactly that of a profiled training network. The floor is a FLOPs-proportional predictor whose
 one ms/FLOP factor is fitted on the same models (in-sample, so it is an optimistic floor).
-The held-out models are measured in two independent round-robin passes minutes apart (A before
-the real models, B after them): how often the two agree within ±10% (`measurement_repeatability`,
+The held-out models are measured in `--passes` independent round-robin passes minutes apart (A before
+the real models, B, C... after them): how often A and B agree within ±10% (`measurement_repeatability`,
 with the load average of each) bounds what any predictor can reach on this shared machine. The
-headline compares with the faster pass (other jobs only add time; the tables are re-timed to the
-machine's quiet state the same way, see `hwopt.latency.profiler.retime_profile`); each pass is
-also compared on its own (`hwopt_pass_a`, `hwopt_pass_b`). Every pass also times the fixed speed
+headline compares with each model's fastest pass (other jobs only add time; the tables are re-timed
+to the machine's quiet state the same way, see `hwopt.latency.profiler.retime_profile`); each pass is
+also compared on its own (`hwopt_pass_a`, `hwopt_pass_b`, ...). Every pass also times the fixed speed
 probe (`hwopt.latency.probe`) in its round-robin: `hwopt_pass_*_drift_normalized` are the same
 comparisons with each prediction x probe now / probe when the table was re-timed, and
 `measurement_repeatability.probe_normalized` is the pass agreement after dividing each pass by its
@@ -279,7 +279,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer model variants")
     ap.add_argument("--runtimes", default="onnxruntime,openvino")
     ap.add_argument("--no-real", action="store_true", help="skip the real pretrained models")
+    ap.add_argument("--passes", type=int, default=3,
+                    help="measurement passes over the held-out models (>= 2); the headline takes each model's fastest")
     args = ap.parse_args()
+    if args.passes < 2:
+        ap.error("--passes must be at least 2 (two passes give the measurement's repeatability)")
     torch.set_num_threads(1)
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer's pre-processing advice is not for us
     result: dict = {"benchmark": "latency_predict", "target": "x86-avx512", "threads": 1, "quick": args.quick,
@@ -299,8 +303,9 @@ def main() -> None:
         passes = {rt: [measure_pass(rt, loaded)] for rt in runtimes}  # pass A
         real = {rt: real_section(rt) for rt in runtimes} if not args.no_real else {}
         result["predict_speed"] = predict_speed(Path(tmp))
-        for rt in runtimes:  # pass B: the same measurement again, minutes later
-            passes[rt].append(measure_pass(rt, loaded))
+        for _ in range(args.passes - 1):  # passes B, C...: the same measurement again, minutes later
+            for rt in runtimes:
+                passes[rt].append(measure_pass(rt, loaded))
         for rt in runtimes:
             result[rt] = run_runtime(rt, models, loaded, passes[rt])
             if rt in real:

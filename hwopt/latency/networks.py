@@ -35,6 +35,7 @@ WIDTHS = [8, 12, 16, 24, 32, 40, 48, 64, 72, 96, 120, 128, 160, 200, 256, 320, 4
 ACTS = ["Relu", "Relu", "Relu6", "HardSwish", "Swish", "Sigmoid", None]
 FAMILIES = ["conv", "dwsep", "ir", "ir_se", "basic", "shuffle", "pool", "neck"]
 WIDE_STEMS_FROM_SEED = 3  # profile seeds from here on also draw 5x5 / 7x7 stems (`stem_kernels`)
+DEEP_FROM_SEED = 4  # profile seeds from here on also draw deep, classifier-shaped networks (`Schedule`)
 MAX_MACS = 120e6  # a network stays under ~15 ms at one thread, so a profile sees hundreds of them
 
 
@@ -102,18 +103,33 @@ def stem_kernels(profile_seed: int) -> tuple[int, ...]:
     return (3,) if profile_seed < WIDE_STEMS_FROM_SEED else (3, 3, 5, 7)
 
 
-def training_network(rng: np.random.Generator, int8: bool, seed: int, stems: tuple[int, ...] = (3,)
-                     ) -> onnx.ModelProto:
+def deep_share(profile_seed: int) -> float:
+    """Share of *deep* networks a profile run with this seed draws (0 before `DEEP_FROM_SEED`, whose
+    streams stay unchanged so their networks can be rebuilt and re-timed).
+
+    A shallow network (2-7 stages, a stride in about a third of them, none below 8x8) rarely ends
+    where real classifiers spend their last milliseconds: 2x2 to 7x7 maps with 128-1280 channels
+    after four or five strides. There the predictor extrapolated, and priced ResNet-18's last
+    stages (3x3 convs on 2x2 and 4x4 maps) up to 2.6x too slow. Deep draws have 5-10 stages, a
+    stride in most while the map is 4x4 or larger, and widths growing with each stride."""
+    return 0.0 if profile_seed < DEEP_FROM_SEED else 0.5
+
+
+def training_network(rng: np.random.Generator, int8: bool, seed: int, stems: tuple[int, ...] = (3,),
+                     deep: float = 0.0) -> onnx.ModelProto:
     """One random network (fp32 or builder-QDQ int8); see the module docstring for the families.
-    `stems`: the stem conv sizes to draw from (`stem_kernels`; one size draws nothing from `rng`)."""
+    `stems`: the stem conv sizes to draw from (`stem_kernels`; one size draws nothing from `rng`);
+    `deep`: the chance that this draw is a deep network (`deep_share`; 0 draws nothing from `rng`)."""
+    is_deep = deep > 0 and rng.random() < deep
+    stages, stride_p, min_hw = ((5, 11), 0.6, 4) if is_deep else ((2, 8), 0.35, 8)
     res = _pick(rng, RESOLUTIONS)
     c = _pick(rng, WIDTHS[:8])
     act = _pick(rng, ACTS)
     g = GraphBuilder((1, 3, res, res), int8=int8, seed=seed)
     y = g.conv(g.input, c, _pick(rng, list(stems)) if len(stems) > 1 else stems[0], 2, act=act or "Relu")
-    for _ in range(int(rng.integers(2, 8))):
+    for _ in range(int(rng.integers(*stages))):
         family = _pick(rng, FAMILIES)
-        stride = 2 if g.shapes[y][2] >= 8 and rng.random() < 0.35 else 1
+        stride = 2 if g.shapes[y][2] >= min_hw and rng.random() < stride_p else 1
         c = _width(rng, g.shapes[y][1], stride > 1)
         y = _stage(g, rng, y, family, c, stride, _pick(rng, ACTS) or "Relu")
     head = rng.random()

@@ -31,7 +31,7 @@ from hwopt.latency.analytical import fit_roofline
 from hwopt.latency.builders import GraphBuilder
 from hwopt.latency.fusion import extract_kernels
 from hwopt.latency.kernels import Kernel
-from hwopt.latency.networks import MAX_MACS, network_macs, ort_quantized, stem_kernels, training_network
+from hwopt.latency.networks import MAX_MACS, deep_share, network_macs, ort_quantized, stem_kernels, training_network
 from hwopt.latency.node_times import event_floor_us, event_times, kernel_times
 from hwopt.latency.ort_qdq import observed_placement
 from hwopt.latency.predictor import train_predictor
@@ -69,7 +69,8 @@ def _draws(seed: int, precisions: list[str]) -> Iterator[tuple[int, str, onnx.Mo
         for prec in precisions:
             sid += 1
             quantizer = prec == "int8" and rng.random() < 0.5
-            model = training_network(rng, prec == "int8" and not quantizer, seed + sid, stem_kernels(seed))
+            model = training_network(rng, prec == "int8" and not quantizer, seed + sid, stem_kernels(seed),
+                                     deep_share(seed))
             if network_macs(extract_kernels(model, "openvino")) > MAX_MACS:
                 continue
             kind = "net-int8-ort" if quantizer else f"net-{prec}" + ("-builder" if prec == "int8" else "")

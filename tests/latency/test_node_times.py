@@ -10,7 +10,15 @@ from hwopt.latency import extract_kernels
 from hwopt.latency.builders import GraphBuilder
 from hwopt.latency.fusion import clear_cut_cache
 from hwopt.latency.kernels import Kernel
-from hwopt.latency.networks import MAX_MACS, WIDE_STEMS_FROM_SEED, network_macs, stem_kernels, training_network
+from hwopt.latency.networks import (
+    DEEP_FROM_SEED,
+    MAX_MACS,
+    WIDE_STEMS_FROM_SEED,
+    deep_share,
+    network_macs,
+    stem_kernels,
+    training_network,
+)
 from hwopt.latency.node_times import event_times, kernel_times, owner_of
 from hwopt.runtimes import get_runtime
 
@@ -76,6 +84,23 @@ def test_later_profile_seeds_also_draw_wide_stems_and_earlier_streams_are_unchan
     wide = {stem(training_network(np.random.default_rng(s), False, s, stem_kernels(WIDE_STEMS_FROM_SEED)))
             for s in range(12)}
     assert {3, 5, 7} <= wide
+
+
+def test_later_profile_seeds_also_draw_deep_networks_ending_in_small_wide_maps():
+    """Deep draws reach the 2x2-4x4 maps with wide channels where classifiers end (the shallow ones
+    rarely do), and a share of 0 leaves the earlier seeds' streams as they were."""
+    def late_convs(model):
+        return sum(k.op == "Conv" and k.output[2] <= 4 and k.output[1] >= 96 and k.kernel[0] == 3
+                   for k in extract_kernels(model, "openvino"))
+
+    assert deep_share(DEEP_FROM_SEED - 1) == 0 and deep_share(DEEP_FROM_SEED) > 0
+    for s in range(3):
+        old = training_network(np.random.default_rng(s), False, s)
+        assert training_network(np.random.default_rng(s), False, s, (3,), 0.0).SerializeToString() == \
+            old.SerializeToString()
+    shallow = sum(late_convs(training_network(np.random.default_rng(s), False, s)) for s in range(12))
+    deep = sum(late_convs(training_network(np.random.default_rng(s), False, s, (3,), 1.0)) for s in range(12))
+    assert deep > 2 * max(shallow, 1)
 
 
 def test_cut_is_cached_by_structure_not_weights(net, make_net):
