@@ -14,7 +14,7 @@ full-integer quantizer can fail or even crash the process on some graphs (a segm
 on an LSTM). The conversion therefore runs in a forked child; this parent then reports every file
 that was written and, for a precision that is missing, why: the float files survive an int8 failure.
 
-usage: python convert.py --onnx M.onnx --out DIR --calib calib.npz --precisions fp32,fp16,int8
+usage: python convert.py --onnx M.onnx --out DIR --calib calib.npz --precisions fp32,fp16,int8 [--keep-layout a,b]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--calib", required=True, help=".npz: input name -> samples in NHWC layout (float32)")
     ap.add_argument("--precisions", default="fp32,fp16,int8")
+    ap.add_argument("--keep-layout", default="", help="comma-separated inputs to keep in their ONNX layout")
     args = ap.parse_args()
     precisions = [p for p in args.precisions.split(",") if p]
     unknown = set(precisions) - set(SUFFIXES)
@@ -54,7 +55,7 @@ def main() -> int:
     if pid == 0:  # the child converts; nothing of TensorFlow is ever loaded in the parent
         code = 0
         try:
-            convert(Path(args.onnx), out, Path(args.calib), precisions)
+            convert(Path(args.onnx), out, Path(args.calib), precisions, [n for n in args.keep_layout.split(",") if n])
         except SystemExit as exc:  # onnx2tf exits after logging its error; the caller reads that from stderr
             code = exc.code if isinstance(exc.code, int) and exc.code else 1
         except BaseException as exc:  # noqa: BLE001 - reported to the parent as the reason, whatever it is
@@ -79,8 +80,9 @@ def main() -> int:
     return 0
 
 
-def convert(onnx_path: Path, out: Path, calib_path: Path, precisions: list[str]) -> None:
-    """Run onnx2tf on `onnx_path` into `out`, calibrating int8 on the NHWC arrays in `calib_path`."""
+def convert(onnx_path: Path, out: Path, calib_path: Path, precisions: list[str], keep_layout: list[str]) -> None:
+    """Run onnx2tf on `onnx_path` into `out`, calibrating int8 on the arrays in `calib_path` (NHWC for
+    image inputs); the inputs named in `keep_layout` keep their ONNX layout."""
     import onnx2tf
     import onnx2tf.onnx2tf as o2t_module
 
@@ -113,6 +115,7 @@ def convert(onnx_path: Path, out: Path, calib_path: Path, precisions: list[str])
             quant_type="per-channel",
             input_quant_dtype="int8",
             output_quant_dtype="int8",
+            keep_ncw_or_nchw_or_ncdhw_input_names=keep_layout or None,
             non_verbose=True,
         )
     finally:

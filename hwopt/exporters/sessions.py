@@ -1,6 +1,6 @@
 """Open any exported artifact as a Session that takes and returns what the ONNX model does.
 
-A `.tflite` from onnx2tf has NHWC inputs and outputs, TensorFlow-made tensor names and possibly
+A `.tflite` from onnx2tf has channels-last inputs and outputs (NHWC; NWC for 3-D tensors), TensorFlow-made tensor names and possibly
 another output order. Verification and the accuracy guard both need to feed it the ONNX model's
 NCHW inputs and compare outputs one-to-one, so this wrapper undoes those differences once.
 """
@@ -15,11 +15,21 @@ from hwopt.runtimes import Session, get_runtime
 
 
 def to_nhwc(x: np.ndarray) -> np.ndarray:
+    """NCHW -> NHWC for 4-D arrays (onnx2tf makes image inputs NHWC; other ranks keep their layout,
+    see `tflite_export.kept_layout_inputs`)."""
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
 
 
+def _fit_layout(x: np.ndarray, want: tuple[int, ...] | None) -> np.ndarray:
+    """`x` (ONNX layout) as the .tflite input wants it: as it is when the shapes agree, else with
+    the channels moved last (how onnx2tf lays out the inputs it transposes)."""
+    if want is None or x.ndim < 3 or tuple(x.shape[1:]) == tuple(want[1:]):
+        return x
+    return np.ascontiguousarray(np.moveaxis(x, 1, -1))
+
+
 def _match_outputs(expected: list[tuple[int, ...]], got: list[np.ndarray]) -> list[np.ndarray]:
-    """LiteRT outputs in ONNX order and layout, matched by per-sample shape (NHWC ones transposed back)."""
+    """LiteRT outputs in ONNX order and layout, matched by per-sample shape (channels-last ones moved back)."""
     pool = list(got)
     ordered = []
     for shape in expected:
@@ -27,8 +37,8 @@ def _match_outputs(expected: list[tuple[int, ...]], got: list[np.ndarray]) -> li
             if g.shape[1:] == tuple(shape):
                 ordered.append(pool.pop(j))
                 break
-            if g.ndim == 4 and g.transpose(0, 3, 1, 2).shape[1:] == tuple(shape):
-                ordered.append(pool.pop(j).transpose(0, 3, 1, 2))
+            if g.ndim >= 3 and np.moveaxis(g, -1, 1).shape[1:] == tuple(shape):
+                ordered.append(np.moveaxis(pool.pop(j), -1, 1))
                 break
         else:
             return got  # shapes do not line up; the comparison will report it
@@ -53,7 +63,9 @@ class OnnxLayoutSession(Session):
         self.output_names = list(inner.output_names)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        outs = self._inner.run({self._names[k]: to_nhwc(v.astype(np.float32)) for k, v in feeds.items()})
+        wanted = getattr(self._inner, "input_shapes", {})
+        outs = self._inner.run({self._names[k]: _fit_layout(v.astype(np.float32), wanted.get(self._names[k]))
+                                for k, v in feeds.items()})
         return _match_outputs(self._shapes, outs)
 
 

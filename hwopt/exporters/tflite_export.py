@@ -7,8 +7,13 @@ this side prepares what that converter needs and checks what it returns:
   one input size it was converted for (re-export for another OCR width),
 * onnxruntime's basic rewrites fold what onnx2tf translates wrongly node by node (run-time
   shape arithmetic, biases reshaped to 1xCx1x1 and added after a Conv: PaddlePaddle exports),
+* Slices that keep their whole input are removed: JAX exports wrap a 1-D conv in full-range
+  Slices (Unsqueeze -> Slice -> Transpose -> Conv -> Slice -> Squeeze), and onnx2tf cut the
+  conv's NHWC output along the wrong axis there (magika: cosine 0.008 to the ONNX model),
 * node and tensor names get characters TensorFlow rejects in scope names replaced,
-* calibration samples are handed over in NHWC layout (onnx2tf transposes 4-D image inputs),
+* 4-D (image) inputs become NHWC and their calibration samples are handed over so; inputs of
+  other ranks keep their ONNX layout (`kept_layout_inputs`): onnx2tf would take a 3-D input for
+  NCW and transpose it, which garbles sequence models whose last axis is the feature axis,
 * every `.tflite` is run in LiteRT (XNNPACK) here and compared with the ONNX model, with the
   NCHW <-> NHWC transposes undone on inputs and outputs.
 
@@ -37,6 +42,7 @@ from hwopt.errors import HwoptError
 from hwopt.exporters.base import ExportResult, Verification
 from hwopt.exporters.onnxruntime_export import basic_optimized
 from hwopt.exporters.sessions import OnnxLayoutSession, to_nhwc
+from hwopt.graph.normalize import drop_unused_initializers
 from hwopt.exporters.toolenv import requirements_hash, tool_dir, tool_python
 from hwopt.exporters.verify import Feeds, verify_session
 from hwopt.graph.load import atomic_write_bytes, save_model
@@ -86,9 +92,58 @@ def sanitize_names(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def drop_identity_slices(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Copy without the Slice nodes whose output is their whole input (static shapes, constant
+    starts/ends/axes/steps covering every dim with step 1); their consumers read the input."""
+    from onnx import numpy_helper
+
+    out = onnx.shape_inference.infer_shapes(model)
+    g = out.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    dims = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+            for v in list(g.input) + list(g.value_info) if v.type.tensor_type.HasField("shape")}
+    graph_outputs = {o.name for o in g.output}
+    alias: dict[str, str] = {}
+    keep = []
+    for node in g.node:
+        node.input[:] = [alias.get(n, n) for n in node.input]
+        if node.op_type == "Slice" and node.output[0] not in graph_outputs and _keeps_all(node, consts, dims):
+            alias[node.output[0]] = node.input[0]
+            continue
+        keep.append(node)
+    if alias:
+        del g.node[:]
+        g.node.extend(keep)
+        drop_unused_initializers(out)
+    return out
+
+
+def _keeps_all(node: onnx.NodeProto, consts: dict[str, np.ndarray], dims: dict[str, list]) -> bool:
+    shape = dims.get(node.input[0])
+    args = [consts.get(n) if n else None for n in list(node.input[1:]) + [""] * (5 - len(node.input))]
+    starts, ends, axes, steps = args[:4]
+    if not shape or None in shape or starts is None or ends is None or (len(node.input) > 3 and node.input[3] and axes is None) \
+            or (len(node.input) > 4 and node.input[4] and steps is None):
+        return False
+    axes = range(len(starts)) if axes is None else axes
+    steps = np.ones(len(starts), np.int64) if steps is None else steps
+    for start, end, axis, step in zip(starts.tolist(), ends.tolist(), axes.tolist() if hasattr(axes, "tolist") else axes,
+                                      steps.tolist()):
+        n = shape[axis]
+        if step != 1 or min(max(start + n if start < 0 else start, 0), n) != 0 or \
+                min(max(end + n if end < 0 else end, 0), n) != n:
+            return False
+    return True
+
+
+def kept_layout_inputs(prepared: onnx.ModelProto) -> list[str]:
+    """Inputs onnx2tf must leave in their ONNX layout: the 3-D and 5-D ones (it takes no such list for other ranks)."""
+    return [s.name for s in input_specs(prepared) if len(s.dims) in (3, 5)]
+
+
 def prepare_for_tflite(model: onnx.ModelProto, shapes: Shapes) -> onnx.ModelProto:
     """The ONNX model onnx2tf is given: static shapes, exporter leftovers folded, clean names."""
-    return sanitize_names(basic_optimized(fix_input_shapes(model, shapes)))
+    return sanitize_names(drop_identity_slices(basic_optimized(fix_input_shapes(model, shapes))))
 
 
 def export_litert(
@@ -139,8 +194,9 @@ def export_litert(
             written[p] = atomic_write_bytes((entry / reply["files"][p]).read_bytes(), target)
     checks = _verify_all(written, shapes, reference, feeds)
     sizes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in shapes.items())
-    notes = [f"onnx2tf {reply.get('onnx2tf', '?')}; inputs are NHWC and static in the .tflite ({sizes}): "
-             "re-export for another input size"]
+    kept = kept_layout_inputs(prepared)
+    notes = [f"onnx2tf {reply.get('onnx2tf', '?')}; inputs are static in the .tflite ({sizes}): re-export for "
+             "another input size; 4-D inputs are NHWC" + (f", {', '.join(kept)} kept their ONNX layout" if kept else "")]
     notes += [f"{written[p].name}: {p}, " + (f"max abs diff {v.max_abs_diff:.3g}, cosine {v.cosine:.4f}"
                                             if v.max_abs_diff is not None else v.reason) for p, v in checks.items()]
     notes += [f"{p}: conversion failed ({why})" for p, why in failed.items()]
@@ -166,7 +222,8 @@ def _convert(python: Path, prepared: onnx.ModelProto, calib: dict[str, np.ndarra
         save_model(prepared, src)
         np.savez(tmp / "calib.npz", **calib)
         cmd = [str(python), str(tool_dir("tflite") / "convert.py"), "--onnx", str(src), "--out", str(tmp / "tf"),
-               "--calib", str(tmp / "calib.npz"), "--precisions", ",".join(wanted)]
+               "--calib", str(tmp / "calib.npz"), "--precisions", ",".join(wanted),
+               "--keep-layout", ",".join(kept_layout_inputs(prepared))]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S, cwd=tmp)
         except subprocess.TimeoutExpired:

@@ -172,3 +172,55 @@ def test_openvino_conversion_failure_names_the_ops() -> None:
     assert conversion_failure(text) == ("Conversion is failed for: Conv-16, ReduceMean-16 "
                                         "(The input data tensor's rank has to be known (static))")
     assert conversion_failure("Exception from x.cpp:1:\nCheck 'a' failed at y.cpp:2:\nunsupported opset 99") == "unsupported opset 99"
+
+
+def _jax_conv1d(partial: bool = False) -> onnx.ModelProto:
+    """A JAX-style 1-D conv over an (N, L, C) input: Unsqueeze -> full-range Slice -> Transpose ->
+    Conv -> Slice (full, or dropping the first position with `partial`) -> Squeeze."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(a, n) for n, a in [
+        ("ax3", np.array([3], np.int64)), ("s0", np.zeros(4, np.int64)), ("e0", np.full(4, np.iinfo(np.int64).max)),
+        ("w", (rng.standard_normal((24, 16, 5, 1)) * 0.2).astype(np.float32)),
+        ("s1", np.array([1 if partial else 0], np.int64)), ("e1", np.array([28], np.int64)),
+        ("a1", np.array([2], np.int64))]]
+    nodes = [helper.make_node("Unsqueeze", ["x", "ax3"], ["u"]), helper.make_node("Slice", ["u", "s0", "e0"], ["s"]),
+             helper.make_node("Transpose", ["s"], ["t"], perm=[0, 2, 1, 3]), helper.make_node("Conv", ["t", "w"], ["c"]),
+             helper.make_node("Slice", ["c", "s1", "e1", "a1"], ["c2"]), helper.make_node("Squeeze", ["c2", "ax3"], ["y"])]
+    g = helper.make_graph(nodes, "jax1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 24, None])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 15)])
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_prepare_for_tflite_drops_only_slices_that_keep_everything(partial):
+    """magika (a JAX export) wraps its 1-D conv in full-range Slices, after which onnx2tf cut the conv's
+    output along the wrong axis (cosine 0.008); a Slice that really cuts must stay."""
+    model = _jax_conv1d(partial)
+    prepared = prepare_for_tflite(model, {"x": (1, 32, 16)})
+    assert [n.op_type for n in prepared.graph.node].count("Slice") == (1 if partial else 0)
+    assert {"s0", "e0"}.isdisjoint(i.name for i in prepared.graph.initializer)
+    x = np.random.default_rng(1).standard_normal((1, 32, 16)).astype(np.float32)
+    ort = get_runtime("onnxruntime")
+    (want,) = ort.session(model).run({"x": x})
+    (got,) = ort.session(prepared).run({prepared.graph.input[0].name: x})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_litert_export_of_a_3d_input_conv1d_keeps_its_layout_and_verifies(litert_tool, tmp_path, monkeypatch):
+    """onnx2tf transposes a 3-D input to NWC unless told to keep it; the .tflite then refused the ONNX
+    layout at verification (a traceback). Now 3-D inputs keep their layout and the export verifies."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    _offline(monkeypatch)
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((24, 16, 5)) * 0.2).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(24).astype(np.float32), "b")]
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
+                          "conv1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16, 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 24, 28])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    r = export(model, "litert", tmp_path / "c1d.tflite", shapes={"x": (1, 16, 32)})
+    assert r.verification.passed, r.verification
+    assert r.verification.cosine > 0.9999
