@@ -224,3 +224,8 @@ def test_litert_export_of_a_3d_input_conv1d_keeps_its_layout_and_verifies(litert
     r = export(model, "litert", tmp_path / "c1d.tflite", shapes={"x": (1, 16, 32)})
     assert r.verification.passed, r.verification
     assert r.verification.cosine > 0.9999
+    assert "x kept their ONNX layout" in r.notes[0]
+    calib = tmp_path / "calib.npz"  # int8: the calibration samples must be handed over in the kept layout too
+    np.savez(calib, x=rng.standard_normal((16, 16, 32)).astype(np.float32))
+    r = export(model, "litert", tmp_path / "c1d_int8.tflite", calib=calib, precision="int8")
+    assert r.verification.passed, r.verification
