@@ -27,7 +27,7 @@ import onnx
 from hwopt.devices import DeviceProfile, load_device
 from hwopt.errors import HwoptError
 from hwopt.graph.shapes import random_inputs, resolve_input_shapes
-from hwopt.latency.analytical import fit_roofline
+from hwopt.latency.analytical import CACHED_MEMORY_EFFICIENCY, fit_roofline
 from hwopt.latency.builders import GraphBuilder
 from hwopt.latency.fusion import extract_kernels
 from hwopt.latency.kernels import Kernel
@@ -358,7 +358,8 @@ def build_table(dev: DeviceProfile, runtime: str, records, overhead_ms: float, *
     klist, ms, counts = _medians(networks)
     if len(klist) < 10:
         raise HwoptError(f"only {len(klist)} kernels measured; give the profile a larger --budget-min")
-    roof = fit_roofline([[k] for k in klist], ms, dev, threads=threads, per_kernel=True)
+    roof = fit_roofline([[k] for k in klist], ms, dev, threads=threads, per_kernel=True,
+                        max_memory_efficiency=CACHED_MEMORY_EFFICIENCY)
     predictor = train_predictor(klist, ms, dev, roof, weights=counts)
     predictor.save(out.with_suffix(".joblib"))
     scale, per_kernel, per_model, fit, calibration = fit_network_sum(networks, dev, roof, overhead_ms)
