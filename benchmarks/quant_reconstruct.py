@@ -13,7 +13,8 @@ also records `logit_mse`, the squared error of its logits against the float mode
 held-out images: what reconstruction optimizes, and less coarse than top-1 (one image of 497 is
 0.2 points). For each neighbouring pair in the expected order (adaround-ptq, qdrop-adaround, metaaug-qdrop) the table
 gives the per-seed differences (top-1, and logit error), their mean and their minimum, and calls
-the order "shown" only when the difference favours the better method on every seed, else "noise".
+the order "shown" only when a one-sided sign test over the seeds (ties left out) gives p < 0.05:
+with 5 seeds that is a win on every one, with 15 at least 12 wins of 15, else "noise".
 
 Default model: a MobileNetV2 from hwopt.models.zoo trained for a few epochs on digits
 (benchmarks/quant_ptq.py's helper). Each task runs in a fresh worker process (1 thread), so no
@@ -150,8 +151,8 @@ def sem(values: list[float]) -> float | None:
 
 def paired(hi: dict | None, lo: dict | None, metric: str = "onnxruntime") -> dict | None:
     """Per-seed improvements of hi over lo over the seeds both have, with their mean, sem and how
-    many seeds hi won / lost / tied; "shown" only when every difference is positive (and there are
-    at least two seeds), else "noise". None when either method is missing. `metric`: "onnxruntime"
+    many seeds hi won / lost / tied, and the one-sided sign-test p of that count (ties left out);
+    "shown" when p < 0.05, else "noise". None when either method is missing. `metric`: "onnxruntime"
     (top-1 %, higher is better: hi - lo) or "logit_mse" (squared logit error to the float model on
     the held-out images, lower is better: lo - hi).
 
@@ -165,10 +166,18 @@ def paired(hi: dict | None, lo: dict | None, metric: str = "onnxruntime") -> dic
     if not diffs:
         return None
     values = list(diffs.values())
-    verdict = "shown" if len(values) >= 2 and min(values) > 0 else "noise"
+    wins, losses = sum(v > 0 for v in values), sum(v < 0 for v in values)
+    p = sign_test(wins, losses)
     return {"diffs": {str(k): round(v, 2) for k, v in diffs.items()}, "mean": float(np.mean(values)), "sem": sem(values),
-            "min": float(min(values)), "n": len(values), "wins": sum(v > 0 for v in values),
-            "losses": sum(v < 0 for v in values), "ties": sum(v == 0 for v in values), "verdict": verdict}
+            "min": float(min(values)), "n": len(values), "wins": wins, "losses": losses,
+            "ties": len(values) - wins - losses, "sign_test_p": round(p, 4), "verdict": "shown" if p < 0.05 else "noise"}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided sign-test p: the chance of `wins` or more wins in `wins + losses` fair coin flips."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue) if wins + losses else 1.0
 
 
 def out_path(lr_act: str) -> Path:
@@ -200,7 +209,8 @@ def table(rows: list[dict]) -> str:
                 if p:
                     per_seed = " ".join(f"s{k}:{v:+.2f}" for k, v in p["diffs"].items())
                     lines.append(f"{r['model']:13} {r['bits']:5} {r['calib_samples']:5} {name:16} {per_seed:44} "
-                                 f"{p['mean']:+5.2f}±{p.get('sem') or 0:4.2f} {p['wins']:>2}/{p['n']:<2}  {p['verdict']}")
+                                 f"{p['mean']:+5.2f}±{p.get('sem') or 0:4.2f} {p['wins']:>2}/{p['n']:<2}  {p['verdict']} "
+                                 f"(sign test p {p['sign_test_p']:.3f})")
     return "\n".join(lines)
 
 
