@@ -49,7 +49,7 @@ from hwopt.devices import load_device
 from hwopt.errors import HwoptError
 from hwopt.latency import extract_kernels, fusion, predict_kernels, predict_latency
 from hwopt.latency.ort_qdq import observed_placement
-from hwopt.latency.profiler import measure_interleaved
+from hwopt.latency.profiler import measure_interleaved, read_samples, samples_path
 from hwopt.latency.fusion import clear_cut_cache
 from hwopt.latency.kernels import Kernel
 from hwopt.latency.table import tables_dir
@@ -257,8 +257,7 @@ def check_held_out(runtime: str, held_out: list[tuple[str, object, dict | None]]
     dev = load_device("x86-avx512")
     samples = tables_dir() / dev.latency_tables[runtime]
     profiled = set()
-    for line in samples.with_suffix(".samples.jsonl").read_text().splitlines():
-        rec = json.loads(line)
+    for rec in read_samples(samples_path(samples)).values():
         if rec.get("kind", "").startswith("net-"):
             profiled.add(tuple(Kernel.from_dict(k).key for k in rec["kernels"]))
     leaked, uncut = [], []

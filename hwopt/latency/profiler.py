@@ -9,11 +9,14 @@ and a three-number model fitted on the networks' end-to-end times turns a kernel
 network's time: `scale * sum(kernels) + per-kernel cost * kernels + per-inference overhead`.
 Results are appended to `<table>.samples.jsonl` as they come (the raw data behind the table), so
 an interrupted profile resumes where it stopped and a second run with the same seed extends it.
+The shipped tables keep that log gzipped (`.samples.jsonl.gz`, a tenth of the size); it is read
+and extended the same way.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import os
 import time
@@ -26,6 +29,7 @@ import onnx
 
 from hwopt.devices import DeviceProfile, load_device
 from hwopt.errors import HwoptError
+from hwopt.graph.load import atomic_write_bytes
 from hwopt.graph.shapes import random_inputs, resolve_input_shapes
 from hwopt.latency.analytical import CACHED_MEMORY_EFFICIENCY, fit_roofline
 from hwopt.latency.builders import GraphBuilder
@@ -173,15 +177,12 @@ def profile_table(
     if bad:
         raise HwoptError(f"profile precisions must be fp32 and/or int8, got {sorted(bad)}")
     out = Path(out)
-    partial = out.with_suffix(".samples.jsonl")
-    done = _read_partial(partial)
+    partial = samples_path(out)
+    done = read_samples(partial, repair=True)
     overheads = [r for r in done.values() if r["kind"] == "overhead"]
     deadline = time.monotonic() + budget_min * 60
     start = time.monotonic()
-    if partial.is_file() and partial.stat().st_size and not partial.read_bytes().endswith(b"\n"):
-        with partial.open("a") as log:  # a run killed mid-write left a torn line: end it, it is skipped
-            log.write("\n")
-    with partial.open("a") as log:
+    with _open_log(partial, "a") as log:
         if not overheads:  # the per-call cost and the node profiler's per-event floor, timed a few times over
             tiny = _overhead_model()
             ms = float(np.median([measure_model(tiny, runtime, threads=threads) for _ in range(5)]))
@@ -204,7 +205,7 @@ def profile_table(
             if on_progress:
                 on_progress(time.monotonic() - start, len(done))
     if retime_passes > 0 and retime_profile(out, runtime, passes=retime_passes, threads=threads, precisions=precisions):
-        done = _read_partial(partial)
+        done = read_samples(partial)
     table = build_table(dev, runtime, done.values(), float(overheads[0]["ms"]), threads=threads,
                         precisions=list(precisions), predictor_name=out.with_suffix(".joblib").name, out=out)
     table.save(out)
@@ -229,8 +230,8 @@ def retime_profile(out: str | os.PathLike, runtime: str, *, passes: int = 3, thr
     the table's provenance: it must describe the level of all the table's networks); returns how many.
     """
     out = Path(out)
-    partial = out.with_suffix(".samples.jsonl")
-    done = _read_partial(partial)
+    partial = samples_path(out)
+    done = read_samples(partial, repair=True)
     wanted = {sid: r for sid, r in done.items() if r.get("kind", "").startswith("net-")}
     models: list[tuple[int, onnx.ModelProto]] = []
     runs = sorted({sid // SEED_STRIDE for sid in wanted})
@@ -255,7 +256,7 @@ def retime_profile(out: str | os.PathLike, runtime: str, *, passes: int = 3, thr
     probe = [probe_model()] if seeds is None else []
     timed = np.array([measure_interleaved([m for _, m in models] + probe, runtime, threads=threads)
                       for _ in range(passes)]).min(axis=0)
-    with partial.open("a") as log:
+    with _open_log(partial, "a") as log:
         for (sid, _), ms in zip(models, timed):
             log.write(json.dumps({"sid": -sid, "kind": "retime", "net": sid, "ms": round(float(ms), 6),
                                   "passes": passes}) + "\n")
@@ -334,16 +335,47 @@ def _networks(done: dict[int, dict]) -> int:
     return sum(1 for r in done.values() if r.get("kind") not in ("retime", "probe"))
 
 
-def _read_partial(path: Path) -> dict[int, dict]:
-    """Records of an interrupted run; a torn last line (killed mid-write) is ignored."""
+def samples_path(out: str | os.PathLike) -> Path:
+    """The table's raw log: `<table>.samples.jsonl`, or its gzipped copy when only that exists."""
+    plain = Path(out).with_suffix(".samples.jsonl")
+    packed = plain.with_name(plain.name + ".gz")
+    return packed if packed.is_file() and not plain.is_file() else plain
+
+
+def _open_log(path: Path, mode: str):
+    """Text handle on a log; appending to a gzipped one adds a gzip member (still one valid file)."""
+    return gzip.open(path, mode + "t") if path.suffix == ".gz" else path.open(mode)
+
+
+def read_samples(path: Path, *, repair: bool = False) -> dict[int, dict]:
+    """Records of a (possibly interrupted) run by sample id; a torn last line is ignored.
+
+    A run killed mid-write leaves a torn line, or in a gzipped log a cut member; with `repair` the
+    log is made appendable again (the torn line ended; a gzipped log rewritten with its complete lines)."""
+    if not path.is_file():
+        return {}
+    lines: list[str] = []
+    cut = False
+    try:
+        with _open_log(path, "r") as f:
+            for line in f:
+                lines.append(line)
+    except (EOFError, gzip.BadGzipFile):  # a gzip member cut short: the lines before the cut stay
+        cut = True
+    torn = bool(lines) and not lines[-1].endswith("\n")
+    if repair and (cut or torn):
+        if path.suffix == ".gz":
+            atomic_write_bytes(gzip.compress("".join(x for x in lines if x.endswith("\n")).encode()), path)
+        else:
+            with path.open("a") as log:
+                log.write("\n")
     done: dict[int, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[rec["sid"]] = rec
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done[rec["sid"]] = rec
     return done
 
 

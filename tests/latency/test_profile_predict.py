@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import time
 
@@ -14,7 +15,9 @@ from onnx import TensorProto, helper
 from hwopt.errors import HwoptError
 from hwopt.latency import extract_kernels, load_table, predict_kernels, predict_latency, profile_table
 from hwopt.latency.kernels import Kernel
-from hwopt.latency.profiler import _calibration, choose_calibration, measure_model, network_levels, retime_profile
+from hwopt.latency.profiler import (
+    _calibration, choose_calibration, measure_model, network_levels, read_samples, retime_profile, samples_path,
+)
 from hwopt.latency.table import calibration_class
 
 
@@ -54,6 +57,25 @@ def test_resume_keeps_earlier_samples(small_table, tmp_path):
     sids = [json.loads(x)["sid"] for x in lines if x.startswith("{") and x.endswith("}")]
     assert len(sids) == len(set(sids))  # nothing measured twice
     assert len(sids) >= n_before
+
+
+def test_a_gzipped_log_rebuilds_the_same_table_and_grows_in_place(small_table, tmp_path):
+    """The shipped tables keep their log gzipped: it rebuilds the same table, a run that adds
+    networks appends to it (no plain log appears), and a gzip log cut mid-write is repaired."""
+    table, out = small_table
+    copy = tmp_path / "t.json"
+    packed = tmp_path / "t.samples.jsonl.gz"
+    packed.write_bytes(gzip.compress(out.with_suffix(".samples.jsonl").read_bytes()))
+    assert samples_path(copy) == packed
+    rebuilt = profile_table("x86-avx512", "onnxruntime", copy, budget_min=0)
+    assert rebuilt.entries == table.entries
+    n_before = len(read_samples(packed))
+    whole = packed.read_bytes()
+    packed.write_bytes(whole[: len(whole) - 20])  # killed while writing the gzip member
+    profile_table("x86-avx512", "onnxruntime", copy, budget_min=3, max_samples=n_before)
+    assert not copy.with_suffix(".samples.jsonl").exists()
+    records = read_samples(packed)
+    assert n_before - 2 <= len(records) <= n_before + 1 and all("sid" in r for r in records.values())
 
 
 def test_table_hit_predictor_and_fallback_sources(small_table, net):
