@@ -180,13 +180,16 @@ def sign_test(wins: int, losses: int) -> float:
     return float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue) if wins + losses else 1.0
 
 
-def out_path(lr_act: str) -> Path:
-    """Results of the recipe's rate in quant_reconstruct.json, of the scaled one beside it."""
-    return RESULTS / ("quant_reconstruct.json" if lr_act == "recipe" else f"quant_reconstruct_{lr_act}_lr.json")
+def out_path(lr_act: str, iters: int = ITERS) -> Path:
+    """Results of the recipe's rate at the default iterations in quant_reconstruct.json; another rate
+    or iteration count beside it (`quant_reconstruct_scaled_lr.json`, `quant_reconstruct_500iters.json`)."""
+    parts = ["quant_reconstruct"] + ([f"{lr_act}_lr"] if lr_act != "recipe" else []) + (
+        [f"{iters}iters"] if iters != ITERS else [])
+    return RESULTS / ("_".join(parts) + ".json")
 
 
 def save(runs: list[dict], meta: dict) -> Path:
-    out = out_path(meta["lr_act"])
+    out = out_path(meta["lr_act"], meta["iters"])
     atomic_write_text(json.dumps({**meta, "rows": summarize(runs), "runs": runs}, indent=2), out)
     return out
 
@@ -244,7 +247,7 @@ def main() -> None:
                  for method in reversed(args.methods)  # slowest first, so the workers finish together
                  for name in args.models for bits in args.bits for n in sorted(args.calib_samples, reverse=True)
                  for seed in args.seeds]
-        out = out_path(args.lr_act)
+        out = out_path(args.lr_act, args.iters)
         previous = json.loads(out.read_text()) if args.append and out.exists() else {}
         redo = {_run_key(t) for t in tasks}  # a re-run task replaces its earlier result
         runs: list[dict] = [r for r in previous.get("runs", []) if _run_key(r) not in redo]
